@@ -1,0 +1,210 @@
+"""Face landmarks: MediaPipe FaceMesh (478 points with irises), One-Euro smoothing, photo detection.
+
+Landmarks are (478, 3) float32 arrays in pixels of the image they were measured on:
+x right, y down, z = MediaPipe's z times the image width (same units as x; smaller is
+closer to the camera).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FaceTooSmallError, NoFaceError, ShapeError
+from .topology import NUM_LANDMARKS
+
+log = logging.getLogger(__name__)
+
+MIN_FACE_PX = 48  # faces narrower than this (detector box width, pixels) are refused
+
+
+def _check_rgb(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ShapeError(f"expected an (H, W, 3) uint8 RGB image; got {image.shape} {image.dtype}")
+
+
+def _to_pixels(landmarks, width: int, height: int) -> np.ndarray:
+    """MediaPipe NormalizedLandmarkList -> (478, 3) float32 pixels."""
+    pts = np.array([(p.x, p.y, p.z) for p in landmarks.landmark], dtype=np.float32)
+    pts *= np.array([width, height, width], dtype=np.float32)
+    return pts
+
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez et al. 2012) applied element-wise to an array signal.
+
+    Low cut-off when the signal is still (no jitter), rising with speed (no lag on fast moves).
+    Args: min_cutoff_hz: cut-off at rest; beta: how fast the cut-off rises with speed
+    (per unit of the signal per second); d_cutoff_hz: cut-off of the speed estimate.
+    """
+
+    def __init__(self, min_cutoff_hz: float = 1.5, beta: float = 0.05, d_cutoff_hz: float = 1.0) -> None:
+        self.min_cutoff_hz = min_cutoff_hz
+        self.beta = beta
+        self.d_cutoff_hz = d_cutoff_hz
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        """Filter one sample ``x`` taken at time ``t`` (seconds); returns the smoothed sample."""
+        if self._x is None or self._t is None or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x.copy()
+        dt = t - self._t
+        dx = (x - self._x) / dt
+        a_d = self._alpha(self.d_cutoff_hz, dt)
+        self._dx = self._dx + a_d * (dx - self._dx)
+        cutoff = self.min_cutoff_hz + self.beta * np.abs(self._dx)
+        a = self._alpha(cutoff, dt)
+        self._x = self._x + a * (x - self._x)
+        self._t = t
+        return self._x.copy()
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    min_cutoff_hz: float = 1.5  # cut-off at rest; lower = steadier, more lag on slow moves
+    beta_per_px: float = 0.02  # cut-off rise per (pixel/second) of speed, scaled by face size
+    d_cutoff_hz: float = 1.0  # cut-off of the speed estimate
+
+
+class LandmarkTracker:
+    """MediaPipe FaceMesh in tracking mode on a video stream, smoothed with a One-Euro filter.
+
+    One tracker per stream (it keeps the previous face to track it). Not thread-safe.
+    """
+
+    def __init__(self, smoothing: SmoothingConfig | None = None, smooth: bool = True) -> None:
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        cfg = smoothing or SmoothingConfig()
+        self._filter = OneEuroFilter(cfg.min_cutoff_hz, cfg.beta_per_px, cfg.d_cutoff_hz) if smooth else None
+        self._beta_per_px = cfg.beta_per_px
+
+    def track(self, frame: np.ndarray, t: float) -> np.ndarray | None:
+        """Landmarks of the face in ``frame`` ((H, W, 3) uint8 RGB) at time ``t`` (s), or None if no face.
+
+        Returns (478, 3) float32 pixels, smoothed. After a lost face the filter restarts,
+        so a returning face does not glide in from where it vanished.
+        """
+        _check_rgb(frame)
+        result = self._mesh.process(frame)
+        if not result.multi_face_landmarks:
+            if self._filter is not None:
+                self._filter.reset()
+            return None
+        pts = _to_pixels(result.multi_face_landmarks[0], frame.shape[1], frame.shape[0])
+        if self._filter is None:
+            return pts
+        # Speed thresholds scale with the face: a 400 px face jitters more pixels than a 100 px one.
+        face_px = float(np.ptp(pts[:, 0]))
+        self._filter.beta = self._beta_per_px * 100.0 / max(face_px, 1.0)
+        return self._filter(pts, t).astype(np.float32)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "LandmarkTracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PhotoFace:
+    """The face chosen in a photo."""
+
+    landmarks: np.ndarray  # (478, 3) float32, pixels of the photo
+    box: tuple[int, int, int, int]  # detector box x0, y0, x1, y1 in photo pixels
+    face_count: int  # how many faces the detector saw in the photo
+
+
+def _detect_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x0, y0, x1, y1 pixels) from MediaPipe's full-range face detector, largest first."""
+    import mediapipe as mp
+
+    h, w = image.shape[:2]
+    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
+        result = det.process(image)
+    boxes = []
+    for d in result.detections or []:
+        b = d.location_data.relative_bounding_box
+        x0, y0 = int(round(b.xmin * w)), int(round(b.ymin * h))
+        x1, y1 = int(round((b.xmin + b.width) * w)), int(round((b.ymin + b.height) * h))
+        boxes.append((max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)))
+    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+    return boxes
+
+
+def _mesh_static(image: np.ndarray) -> np.ndarray | None:
+    """FaceMesh landmarks of the largest face in a (small) image, static mode; None if none."""
+    import mediapipe as mp
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                         refine_landmarks=True, min_detection_confidence=0.4) as mesh:
+        result = mesh.process(image)
+    if not result.multi_face_landmarks:
+        return None
+    return _to_pixels(result.multi_face_landmarks[0], image.shape[1], image.shape[0])
+
+
+def detect_photo_face(image: np.ndarray, min_face_px: int = MIN_FACE_PX) -> PhotoFace:
+    """Find the largest face of a photo and its 478 landmarks.
+
+    The full-range detector counts the faces and picks the largest; FaceMesh then runs on a
+    square window around it (resized to about 512 px), so faces of any size in photos of any
+    size are measured at the same resolution.
+    Args: image (H, W, 3) uint8 RGB.
+    Raises: NoFaceError when no face is found; FaceTooSmallError when the largest face is
+    narrower than ``min_face_px``.
+    """
+    import cv2
+
+    _check_rgb(image)
+    h, w = image.shape[:2]
+    boxes = _detect_boxes(image)
+    candidates: list[tuple[int, int, int, int] | None] = list(boxes[:1]) or [None]
+    for box in candidates:
+        if box is None:  # detector missed it (e.g. a tight face crop): let FaceMesh look at the whole photo
+            side = max(h, w)
+            cx, cy = w / 2, h / 2
+        else:
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            if bw < min_face_px:
+                raise FaceTooSmallError(
+                    f"the face is {bw} px wide; at least {min_face_px} px are needed: use a closer or larger photo")
+            side = 2.2 * max(bw, bh)
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - 0.1 * bh
+        scale = 512.0 / side
+        m = np.array([[scale, 0, 256 - scale * cx], [0, scale, 256 - scale * cy]], dtype=np.float64)
+        window = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        pts = _mesh_static(window)
+        if pts is None:
+            continue
+        pts = pts.astype(np.float64)
+        pts[:, :2] = (pts[:, :2] - m[:, 2]) / scale
+        pts[:, 2] /= scale
+        x0, y0 = pts[:, :2].min(axis=0)
+        x1, y1 = pts[:, :2].max(axis=0)
+        if x1 - x0 < min_face_px:
+            raise FaceTooSmallError(
+                f"the face is {x1 - x0:.0f} px wide; at least {min_face_px} px are needed: use a closer or larger photo")
+        found = box if box is not None else (int(x0), int(y0), int(x1), int(y1))
+        return PhotoFace(pts.astype(np.float32), found, max(len(boxes), 1))
+    raise NoFaceError("no face found in the photo: use a photo with one clearly visible face, looking at the camera")

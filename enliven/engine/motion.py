@@ -1,0 +1,257 @@
+"""Motion: head pose and expression of a face, and their relative transfer to the source face.
+
+A face's landmarks P (478, 3) pixels are explained as a posed canonical shape:
+P = s * X @ R.T + t, with X (478, 3) its pose-free shape in canonical units (interocular
+distance 1, see canonical.py). The pose (R, t, s) is a similarity fitted on rigid points
+(Umeyama); the expression is what is left in X. Motion is measured RELATIVE to the
+driver's reference (neutral) frame, so the driver's face shape never leaks into the source.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import numpy as np
+
+from . import topology as topo
+from .canonical import angles_from_rotation
+from .errors import ShapeError
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Similarity that maps canonical units to image pixels: p = scale * R @ x + translation."""
+
+    rotation: np.ndarray  # (3, 3) float64, canonical -> image
+    translation: np.ndarray  # (3,) float64, pixels
+    scale: float  # pixels per canonical unit (about the interocular distance in pixels)
+
+
+def _check_points(points: np.ndarray, name: str = "points") -> None:
+    if points.ndim != 2 or points.shape[0] != topo.NUM_LANDMARKS or points.shape[1] != 3:
+        raise ShapeError(f"expected {name} of shape (478, 3); got {points.shape}")
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares similarity (R, t, s) with dst ~= s * src @ R.T + t (Umeyama 1991).
+
+    Args: src, dst (K, D) float, K >= D; returns R (D, D) proper rotation, t (D,), s > 0.
+    """
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[0] < src.shape[1]:
+        raise ShapeError(f"expected two (K, D) arrays of the same shape with K >= D; got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - mu_s, dst - mu_d
+    cov = b.T @ a / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(len(sig))
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1.0
+    rot = (u * d) @ vt
+    var_s = (a * a).sum() / len(src)
+    scale = float((sig * d).sum() / max(var_s, 1e-12))
+    return rot, mu_d - scale * rot @ mu_s, scale
+
+
+def fit_pose(points: np.ndarray, canonical: np.ndarray) -> Pose:
+    """Pose of a face: similarity fit of the canonical rigid points to the observed ones.
+
+    Args: points (478, 3) float, pixels; canonical (478, 3) float, canonical units.
+    """
+    _check_points(points)
+    _check_points(canonical, "canonical")
+    rot, t, s = umeyama(canonical[topo.RIGID].astype(np.float64), points[topo.RIGID].astype(np.float64))
+    return Pose(rot, t, s)
+
+
+def unpose(points: np.ndarray, pose: Pose) -> np.ndarray:
+    """Pose-free shape X (478, 3) float64, canonical units, from landmarks (478, 3) pixels."""
+    return (points.astype(np.float64) - pose.translation) @ pose.rotation / pose.scale
+
+
+def apply_pose(shape: np.ndarray, pose: Pose) -> np.ndarray:
+    """Landmarks (478, 3) float64 pixels from a pose-free shape (478, 3) canonical units."""
+    return pose.scale * shape @ pose.rotation.T + pose.translation
+
+
+def _rotvec(rotation: np.ndarray) -> np.ndarray:
+    """Axis-angle vector (3,) of a rotation matrix."""
+    cos = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-8:
+        return np.zeros(3)
+    axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    return axis / (2 * np.sin(angle)) * angle
+
+
+def _rotmat(rotvec: np.ndarray) -> np.ndarray:
+    """Rotation matrix of an axis-angle vector (Rodrigues)."""
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = rotvec / angle
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+@dataclass(frozen=True)
+class FaceState:
+    """A face split into pose and pose-free shape."""
+
+    pose: Pose
+    shape: np.ndarray  # (478, 3) float64, canonical units
+
+    @classmethod
+    def measure(cls, points: np.ndarray, canonical: np.ndarray) -> "FaceState":
+        pose = fit_pose(points, canonical)
+        return cls(pose, unpose(points, pose))
+
+
+@dataclass(frozen=True)
+class Motion:
+    """What the driver did relative to its reference frame; zero motion is ``Motion.zero()``.
+
+    Interpolating two Motions field by field is meaningful (used to ease in and out).
+    """
+
+    rotvec: np.ndarray  # (3,) axis-angle of R_now @ R_ref.T (image frame)
+    log_scale: float  # log of the scale ratio now / reference
+    shift: np.ndarray  # (3,) translation now - reference, in reference interocular units
+    expression: np.ndarray  # (478, 3) pose-free shape now - reference, canonical units
+    absolute_rotation: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) axis-angle of R_now
+
+    @classmethod
+    def zero(cls) -> "Motion":
+        return cls(np.zeros(3), 0.0, np.zeros(3), np.zeros((topo.NUM_LANDMARKS, 3)), np.zeros(3))
+
+    def lerp(self, other: "Motion", w: float) -> "Motion":
+        """(1 - w) * self + w * other, field by field."""
+        mix = lambda a, b: a + w * (b - a)  # noqa: E731
+        return Motion(mix(self.rotvec, other.rotvec), mix(self.log_scale, other.log_scale),
+                      mix(self.shift, other.shift), mix(self.expression, other.expression),
+                      mix(self.absolute_rotation, other.absolute_rotation))
+
+
+def measure_motion(now: FaceState, reference: FaceState) -> Motion:
+    """Motion of the driver's face ``now`` relative to its ``reference`` frame."""
+    rel = now.pose.rotation @ reference.pose.rotation.T
+    return Motion(
+        rotvec=_rotvec(rel),
+        log_scale=float(np.log(now.pose.scale / reference.pose.scale)),
+        shift=(now.pose.translation - reference.pose.translation) / reference.pose.scale,
+        expression=now.shape - reference.shape,
+        absolute_rotation=_rotvec(now.pose.rotation),
+    )
+
+
+class TransferMode(str, Enum):
+    RELATIVE = "relative"  # the head turns as much as the driver turned since its reference frame
+    ABSOLUTE = "absolute"  # the head takes the driver's absolute orientation
+
+
+@dataclass(frozen=True)
+class MotionGains:
+    """Per-channel gains of the transfer (1 = as measured)."""
+
+    pose: float = 1.0  # rotation and translation
+    expression: float = 1.0  # everything but eyes and lips
+    eyes: float = 1.0  # eyelids, irises (gaze) and brows
+    lips: float = 1.0  # lips and jaw
+
+
+_EYE_POINTS = np.unique(np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE, topo.RIGHT_IRIS, topo.LEFT_IRIS,
+                                        topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW]))
+_LIP_POINTS = np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER]))
+
+
+def _channel_weights(gains: MotionGains) -> np.ndarray:
+    """(478, 1) per-point expression gain."""
+    w = np.full((topo.NUM_LANDMARKS, 1), gains.expression)
+    w[_EYE_POINTS] = gains.eyes
+    w[_LIP_POINTS] = gains.lips
+    return w
+
+
+def clamp_closures(shape: np.ndarray, min_gap: float = 0.0) -> np.ndarray:
+    """Keep lower lip below upper lip and lower lids below upper lids (pose-free shape, y down).
+
+    Where a pair crosses, both points meet at their mean. Args/returns (478, 3) canonical units.
+    """
+    out = shape.copy()
+    for upper, lower in ((topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER),
+                         (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
+                         (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
+        gap = out[lower, 1] - out[upper, 1]
+        cross = gap < min_gap
+        if np.any(cross):
+            mid = (out[lower[cross], 1] + out[upper[cross], 1]) / 2
+            out[upper[cross], 1] = mid - min_gap / 2
+            out[lower[cross], 1] = mid + min_gap / 2
+    return out
+
+
+def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMode.RELATIVE,
+             gains: MotionGains = MotionGains(), reference_rotation: np.ndarray | None = None) -> np.ndarray:
+    """Driven landmarks (478, 3) float64, in the source's pixels: the source face moved as the driver.
+
+    Relative mode: R' = R_rel @ R_src, t' = t_src + shift * s_src, s' = s_src * exp(log_scale).
+    Absolute mode: R' = R_driver (the driver's own orientation), position and scale as relative.
+    The expression offsets are always relative (absolute offsets would copy the driver's shape).
+    """
+    rel = _rotmat(gains.pose * motion.rotvec)
+    if mode is TransferMode.ABSOLUTE:
+        rotation = _rotmat(gains.pose * motion.absolute_rotation)
+    else:
+        rotation = rel @ source.pose.rotation
+    scale = source.pose.scale * float(np.exp(gains.pose * motion.log_scale))
+    translation = source.pose.translation + gains.pose * motion.shift * source.pose.scale
+    shape = clamp_closures(source.shape + _channel_weights(gains) * motion.expression)
+    return apply_pose(shape, Pose(rotation, translation, scale))
+
+
+# Points whose reference is refreshed when the driver shows a more closed mouth than its reference.
+_MOUTH_REGION = np.unique(np.concatenate([_LIP_POINTS, [152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199,
+                                                        200, 18, 17, 83, 313, 201, 421, 32, 262]]))
+
+
+@dataclass
+class DriverReference:
+    """The driver's reference (neutral) frame, chosen automatically and refreshed per region.
+
+    For ``calibration_s`` after the first tracked frame, the most neutral frame seen (closed
+    mouth, open eyes, facing the camera) becomes the reference. Afterwards, a frame whose mouth
+    is more closed (or whose eyes are more open) than the reference's replaces only that region
+    of the reference: at that moment the output already shows the clamped closed mouth, so the
+    switch is invisible, and a reference taken mid-word can no longer invert mouth motion.
+    (Eyes are not refreshed that way: wide-open eyes are an expression to transfer.)
+    """
+
+    canonical: np.ndarray  # (478, 3) canonical face
+    calibration_s: float = 1.0
+    state: FaceState | None = None
+    _start_t: float | None = None
+    _score: float = float("inf")
+
+    def reset(self) -> None:
+        self.state, self._start_t, self._score = None, None, float("inf")
+
+    @staticmethod
+    def _neutrality(face: FaceState) -> float:
+        yaw, pitch, roll = angles_from_rotation(face.pose.rotation)
+        eyes = sum(topo.eye_opening(face.shape))
+        return topo.mouth_opening(face.shape) - 0.5 * eyes + 0.01 * (abs(yaw) + abs(pitch) + abs(roll))
+
+    def update(self, face: FaceState, t: float) -> FaceState:
+        """Feed a tracked driver face at time t (s); returns the reference to measure it against."""
+        if self.state is None or self._start_t is None:
+            self.state, self._start_t, self._score = face, t, self._neutrality(face)
+            return self.state
+        if t - self._start_t <= self.calibration_s:
+            score = self._neutrality(face)
+            if score < self._score:
+                self.state, self._score = face, score
+            return self.state
+        if topo.mouth_opening(face.shape) < topo.mouth_opening(self.state.shape) - 0.01:
+            shape = self.state.shape.copy()
+            shape[_MOUTH_REGION] = face.shape[_MOUTH_REGION]
+            self.state = replace(self.state, shape=shape)
+        return self.state

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from enliven.engine import topology as topo
+from enliven.engine.errors import ShapeError
+from enliven.engine.warp import Warper, border_anchors, eval_tps, fill_mouth_interior, solve_tps
+
+
+@pytest.fixture(scope="module")
+def crop_and_points(astronaut, astronaut_face):
+    from enliven.engine.compose import crop, crop_transform
+
+    t = crop_transform(astronaut_face.landmarks, 256)
+    return crop(astronaut, t), t.points_to_crop(astronaut_face.landmarks)
+
+
+def test_tps_interpolates_its_control_points():
+    rng = np.random.default_rng(0)
+    dst = rng.uniform(0, 255, (60, 2))
+    src = dst + rng.normal(0, 5, dst.shape)
+    coef = solve_tps(dst, src, regularization=0.0)
+    assert np.abs(eval_tps(coef, dst, dst) - src).max() < 0.05
+    with pytest.raises(ShapeError):
+        solve_tps(dst, src[:10])
+
+
+def test_zero_motion_gives_back_the_source_crop(crop_and_points):
+    image, points = crop_and_points
+    warper = Warper(points, 256)
+    map_x, map_y = warper.flow(points)
+    gx, gy = np.meshgrid(np.arange(256), np.arange(256))
+    assert np.abs(map_x - gx).max() < 0.5 and np.abs(map_y - gy).max() < 0.5
+    out = warper.warp(image, points)
+    assert np.abs(out.astype(int) - image).mean() < 1.0
+
+
+def test_border_stays_fixed_under_large_head_motion(crop_and_points):
+    _, points = crop_and_points
+    warper = Warper(points, 256)
+    moved = points.copy()
+    moved[:, 0] += 20  # head slides 20 px right
+    moved[:, 1] -= 10
+    map_x, map_y = warper.flow(moved)
+    gx, gy = np.meshgrid(np.arange(256.0), np.arange(256.0))
+    edge = np.zeros((256, 256), bool)
+    edge[:2], edge[-2:], edge[:, :2], edge[:, -2:] = True, True, True, True
+    assert np.abs(map_x - gx)[edge].max() < 1.0 and np.abs(map_y - gy)[edge].max() < 1.0
+    # the face itself moved: the output pixel at the driven nose tip samples the source nose tip
+    nx, ny = np.round(moved[topo.NOSE_TIP, :2]).astype(int)
+    assert abs(map_x[ny, nx] - points[topo.NOSE_TIP, 0]) < 1.5
+    assert abs(map_y[ny, nx] - points[topo.NOSE_TIP, 1]) < 1.5
+
+
+def test_border_anchors_lie_on_the_border():
+    a = border_anchors(256, 8)
+    assert a.shape == (32, 2)
+    on_edge = (np.isclose(a, 0) | np.isclose(a, 255)).any(axis=1)
+    assert on_edge.all()
+
+
+def test_open_mouth_is_dark_not_stretched_lips(crop_and_points):
+    image, points = crop_and_points
+    closed = points.copy()
+    closed[topo.LIPS_INNER_LOWER, 1] = closed[topo.LIPS_INNER_UPPER, 1]  # a closed-mouth source
+    warper = Warper(closed, 256)
+    opened = closed.copy()
+    jaw = np.unique(np.concatenate([topo.LIPS_INNER_LOWER, [17, 84, 314, 181, 405, 91, 321, 152, 148, 377]]))
+    opened[jaw, 1] += 14
+    out = warper.warp(image, opened)
+    lips = np.array([150.0, 90.0, 90.0])
+    fill_mouth_interior(out, opened, closed, lips)
+    from enliven.engine.warp import inner_mouth_mask
+
+    inside = inner_mouth_mask(opened, 256) > 0.99
+    assert inside.sum() > 100
+    assert out[inside].mean() < 0.5 * image.mean()  # a dark cavity, not lip texture
