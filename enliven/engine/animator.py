@@ -1,0 +1,190 @@
+"""The Animator: one per stream. prepare(photo) once, then step(frame) for every driving frame.
+
+    photo --prepare--> Source (face, crop, pose, warp tables)
+    frame --landmarks--> smoothing --motion (vs the driver's reference)--> retarget
+          --warp--> [generator] --paste-back--> output frame
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .canonical import load_canonical
+from .compose import CropTransform, PasteBack, crop, crop_transform
+from .errors import ShapeError
+from .landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
+from .motion import DriverReference, FaceState, Motion, MotionGains, TransferMode, measure_motion, retarget
+from .warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+
+STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
+
+
+@dataclass(frozen=True)
+class AnimatorConfig:
+    crop_size_px: int = 256  # side of the aligned face crop the engine animates (256 or 512)
+    mode: TransferMode = TransferMode.RELATIVE  # relative (default) or absolute head pose
+    output: Literal["photo", "crop"] = "photo"  # full photo at its own resolution, or the crop only
+    gains: MotionGains = MotionGains()  # per-channel motion gains
+    smoothing: SmoothingConfig = SmoothingConfig()  # One-Euro settings of the driver landmarks
+    warp: WarpConfig = WarpConfig()
+    calibration_s: float = 1.0  # the most neutral driver frame of this first window is the reference
+    lost_ease_s: float = 0.15  # time constant of the ease back to neutral when the face is lost (~95% in 0.45 s)
+    regain_s: float = 0.25  # after the face returns, motion blends in over this long (no jump)
+    fps: float = 30.0  # assumed frame rate when step() is given no timestamp
+
+    def __post_init__(self) -> None:
+        if self.crop_size_px not in (128, 256, 384, 512):
+            raise ValueError(f"crop_size_px must be 128, 256, 384 or 512; got {self.crop_size_px}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Everything derived once from the source photo."""
+
+    photo: np.ndarray  # (H, W, 3) uint8 RGB, the photo as given
+    face: PhotoFace  # landmarks in photo pixels, detector box, face count
+    transform: CropTransform  # photo -> crop
+    crop: np.ndarray  # (S, S, 3) uint8 aligned crop
+    points: np.ndarray  # (478, 3) float64 landmarks in crop pixels
+    state: FaceState  # pose and pose-free shape in the crop
+    lip_color: np.ndarray  # (3,) float32 mean RGB of the lips
+
+
+@dataclass
+class StepInfo:
+    """What happened in the last step (for stats, tests and benchmarks)."""
+
+    face_found: bool = False
+    driven_points: np.ndarray | None = None  # (478, 3) float64 crop pixels
+    driver_points: np.ndarray | None = None  # (478, 3) float32 driver-frame pixels
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Animator:
+    """Animates one photo with one driving stream. Not thread-safe: one per session/stream."""
+
+    def __init__(self, config: AnimatorConfig | None = None) -> None:
+        self.config = config or AnimatorConfig()
+        self.canonical = load_canonical().points
+        self._tracker: LandmarkTracker | None = None
+        self.source: Source | None = None
+        self.last = StepInfo()
+        self._reset_motion()
+
+    # --- source -----------------------------------------------------------------------------
+    def prepare(self, photo: np.ndarray) -> Source:
+        """Detect the face of ``photo`` ((H, W, 3) uint8 RGB) and get everything ready to animate it.
+
+        Raises: NoFaceError, FaceTooSmallError, ShapeError.
+        """
+        face = detect_photo_face(photo)
+        size = self.config.crop_size_px
+        transform = crop_transform(face.landmarks, size)
+        face_crop = crop(photo, transform)
+        points = transform.points_to_crop(face.landmarks)
+        state = FaceState.measure(points, self.canonical)
+        self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points))
+        self._warper = Warper(points, size, self.config.warp)
+        self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
+        self._reset_motion()
+        return self.source
+
+    # --- driving ----------------------------------------------------------------------------
+    def reset_reference(self) -> None:
+        """Take the driver's next frames as its new neutral reference (a 'calibrate' button)."""
+        self._reference.reset()
+
+    def _reset_motion(self) -> None:
+        self._reference = DriverReference(self.canonical, self.config.calibration_s)
+        self._motion = Motion.zero()
+        self._last_t: float | None = None
+        self._lost_since: float | None = None
+        self._regain_until = -math.inf
+
+    def step(self, frame: np.ndarray, t: float | None = None) -> np.ndarray:
+        """Animate the source with one driving frame ((H, W, 3) uint8 RGB) taken at ``t`` seconds.
+
+        Returns the output frame: the photo (H, W, 3) uint8 at its own size, or the (S, S, 3) crop.
+        When no face is seen the output eases back to the source's own pose.
+        """
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ShapeError(f"expected an (H, W, 3) uint8 RGB frame; got {frame.shape} {frame.dtype}")
+        t = self._clock(t)
+        t0 = time.perf_counter()
+        if self._tracker is None:
+            self._tracker = LandmarkTracker(self.config.smoothing)
+        points = self._tracker.track(frame, t)
+        self.last.timings_ms = {"landmarks": (time.perf_counter() - t0) * 1e3}
+        return self._animate(points, t)
+
+    def step_landmarks(self, points: np.ndarray | None, t: float | None = None) -> np.ndarray:
+        """Like ``step`` but driven by landmarks already measured ((478, 3) pixels, or None = no face)."""
+        t = self._clock(t)
+        self.last.timings_ms = {"landmarks": 0.0}
+        return self._animate(points, t)
+
+    def _clock(self, t: float | None) -> float:
+        if t is not None:
+            return float(t)
+        return 0.0 if self._last_t is None else self._last_t + 1.0 / self.config.fps
+
+    def _animate(self, points: np.ndarray | None, t: float) -> np.ndarray:
+        if self.source is None:
+            raise RuntimeError("call prepare(photo) before step()")
+        timings = self.last.timings_ms
+        t0 = time.perf_counter()
+        self._motion = self._update_motion(points, t)
+        driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains)
+        t1 = time.perf_counter()
+        out = self._warper.warp(self.source.crop, driven)
+        fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)
+        t2 = time.perf_counter()
+        t3 = time.perf_counter()  # the learned generator plugs in here
+        if self._paste is not None:
+            out = self._paste(out)
+        t4 = time.perf_counter()
+        timings.update(motion=(t1 - t0) * 1e3, warp=(t2 - t1) * 1e3, generator=(t3 - t2) * 1e3,
+                       paste_back=(t4 - t3) * 1e3)
+        self.last.face_found = points is not None
+        self.last.driven_points = driven
+        self.last.driver_points = points
+        return out
+
+    def _update_motion(self, points: np.ndarray | None, t: float) -> Motion:
+        """The motion to show now: measured, eased to neutral while the face is lost, blended back in."""
+        dt = 0.0 if self._last_t is None else max(t - self._last_t, 0.0)
+        self._last_t = t
+        cfg = self.config
+        if points is None:
+            if self._lost_since is None:
+                self._lost_since = t
+            w = 1.0 - math.exp(-dt / cfg.lost_ease_s)
+            return self._motion.lerp(Motion.zero(), w)
+        if self._lost_since is not None:
+            self._lost_since = None
+            self._regain_until = t + cfg.regain_s
+        face = FaceState.measure(points, self.canonical)
+        measured = measure_motion(face, self._reference.update(face, t))
+        if t < self._regain_until:
+            remaining = self._regain_until - t
+            w = min(1.0, dt / max(remaining, 1e-6)) if dt > 0 else 0.0
+            return self._motion.lerp(measured, w)
+        return measured
+
+    def close(self) -> None:
+        """Release MediaPipe and the source photo."""
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+        self.source = None
+        self._paste = None
+
+    def __enter__(self) -> "Animator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

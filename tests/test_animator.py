@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from enliven.engine import topology as topo
+from enliven.engine.animator import Animator, AnimatorConfig
+from enliven.engine.canonical import rotation_from_angles
+from enliven.engine.errors import NoFaceError, ShapeError
+
+
+def turned(points: np.ndarray, yaw: float) -> np.ndarray:
+    """The driver's landmarks turned by ``yaw`` degrees about their centre."""
+    c = points.mean(0)
+    return ((points - c) @ rotation_from_angles(yaw, 0, 0).T + c).astype(np.float32)
+
+
+@pytest.fixture()
+def animator(astronaut):
+    with Animator(AnimatorConfig(output="crop")) as a:
+        a.prepare(astronaut)
+        yield a
+
+
+def test_zero_motion_gives_back_the_source_crop(animator, astronaut_face):
+    for i in range(5):
+        out = animator.step_landmarks(astronaut_face.landmarks, t=i / 30)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - animator.source.crop).mean() < 1.0
+
+
+def test_face_lost_eases_to_neutral_and_returns_without_a_jump(animator, astronaut_face):
+    drv = astronaut_face.landmarks
+    neutral = animator.source.points
+    t = 0.0
+    for _ in range(5):  # neutral reference, then a 20 degree turn
+        animator.step_landmarks(drv, t)
+        t += 1 / 30
+    for _ in range(10):
+        animator.step_landmarks(turned(drv, 20), t)
+        t += 1 / 30
+    far = np.abs(animator.last.driven_points - neutral).max()
+    assert far > 10
+    moves = []
+    for _ in range(15):  # half a second without a face
+        prev = animator.last.driven_points
+        animator.step_landmarks(None, t)
+        t += 1 / 30
+        moves.append(np.abs(animator.last.driven_points - prev).max())
+        assert not animator.last.face_found
+    assert np.abs(animator.last.driven_points - neutral).max() < 0.1 * far  # back to neutral
+    assert max(moves) < 0.35 * far  # eased, not snapped
+    for _ in range(10):  # the face comes back turned: blend in, no jump
+        prev = animator.last.driven_points
+        animator.step_landmarks(turned(drv, 20), t)
+        t += 1 / 30
+        assert np.abs(animator.last.driven_points - prev).max() < 0.5 * far
+    assert np.abs(animator.last.driven_points - neutral).max() > 0.9 * far
+
+
+def test_real_frames_give_photo_sized_output(astronaut):
+    with Animator() as a:
+        a.prepare(astronaut)
+        out = a.step(astronaut, t=0.0)
+        assert out.shape == astronaut.shape and a.last.face_found
+        out = a.step(np.zeros_like(astronaut), t=0.04)  # face lost: the stream goes on
+        assert out.shape == astronaut.shape and not a.last.face_found
+        assert set(a.last.timings_ms) == {"landmarks", "motion", "warp", "generator", "paste_back"}
+        with pytest.raises(ShapeError):
+            a.step(np.zeros((10, 10), np.uint8))
+
+
+def test_prepare_refuses_a_photo_without_a_face():
+    with Animator() as a:
+        with pytest.raises(NoFaceError):
+            a.prepare(np.full((300, 300, 3), 128, np.uint8))
+        with pytest.raises(RuntimeError):
+            a.step_landmarks(None)
