@@ -75,7 +75,7 @@ class OneEuroFilter:
 @dataclass(frozen=True)
 class SmoothingConfig:
     min_cutoff_hz: float = 1.5  # cut-off at rest; lower = steadier, more lag on slow moves
-    beta_per_px: float = 0.02  # cut-off rise per (pixel/second) of speed, scaled by face size
+    beta_per_px: float = 0.1  # cut-off rise per (pixel/second) of speed, scaled by face size
     d_cutoff_hz: float = 1.0  # cut-off of the speed estimate
 
 
