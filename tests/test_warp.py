@@ -3,7 +3,7 @@ import pytest
 
 from enliven.engine import topology as topo
 from enliven.engine.errors import ShapeError
-from enliven.engine.warp import Warper, border_anchors, eval_tps, fill_mouth_interior, solve_tps
+from enliven.engine.warp import Warper, border_anchors, eval_tps, fill_mouth_gap, inner_mouth_mask, solve_tps
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,7 @@ def test_open_mouth_is_dark_not_stretched_lips(crop_and_points):
     opened[jaw, 1] += 14
     out = warper.warp(image, opened)
     lips = np.array([150.0, 90.0, 90.0])
-    fill_mouth_interior(out, opened, closed, lips)
-    from enliven.engine.warp import inner_mouth_mask
+    fill_mouth_gap(out, opened, warper.mouth(opened), lips)
 
     inside = inner_mouth_mask(opened, 256) > 0.99
     assert inside.sum() > 100

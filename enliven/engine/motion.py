@@ -171,21 +171,35 @@ def _channel_weights(gains: MotionGains) -> np.ndarray:
     return w
 
 
-def clamp_closures(shape: np.ndarray, min_gap: float = 0.0) -> np.ndarray:
+# Smallest gap (canonical units, i.e. fractions of the interocular distance) kept between paired
+# lip and eyelid points: a closed mouth or eye still has its two contours apart, so the warp
+# never has to send one output point to two source points (which folds the spline).
+MIN_LIP_GAP = 0.02
+MIN_LID_GAP = 0.03
+
+
+def clamp_closures(shape: np.ndarray, source: np.ndarray | None = None, min_lip_gap: float = MIN_LIP_GAP,
+                   min_lid_gap: float = MIN_LID_GAP) -> np.ndarray:
     """Keep lower lip below upper lip and lower lids below upper lids (pose-free shape, y down).
 
-    Where a pair crosses, both points meet at their mean. Args/returns (478, 3) canonical units.
+    Where a pair comes closer than its minimum gap (or crosses), both points move apart
+    symmetrically about their mean. The minimum never exceeds the gap the ``source`` shape
+    has itself, so the source's own closed mouth stays closed at zero motion.
+    Args: shape, source (478, 3) canonical units. Returns (478, 3).
     """
     out = shape.copy()
-    for upper, lower in ((topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER),
-                         (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
-                         (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
+    for upper, lower, min_gap in ((topo.LIPS_INNER_UPPER, topo.LIPS_INNER_LOWER, min_lip_gap),
+                                  (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER, min_lid_gap),
+                                  (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER, min_lid_gap)):
+        floor = np.full(len(upper), min_gap)
+        if source is not None:
+            floor = np.clip(source[lower, 1] - source[upper, 1], 0.0, min_gap)
         gap = out[lower, 1] - out[upper, 1]
-        cross = gap < min_gap
-        if np.any(cross):
-            mid = (out[lower[cross], 1] + out[upper[cross], 1]) / 2
-            out[upper[cross], 1] = mid - min_gap / 2
-            out[lower[cross], 1] = mid + min_gap / 2
+        close = gap < floor
+        if np.any(close):
+            mid = (out[lower[close], 1] + out[upper[close], 1]) / 2
+            out[upper[close], 1] = mid - floor[close] / 2
+            out[lower[close], 1] = mid + floor[close] / 2
     return out
 
 
@@ -204,7 +218,7 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
         rotation = rel @ source.pose.rotation
     scale = source.pose.scale * float(np.exp(gains.pose * motion.log_scale))
     translation = source.pose.translation + gains.pose * motion.shift * source.pose.scale
-    shape = clamp_closures(source.shape + _channel_weights(gains) * motion.expression)
+    shape = clamp_closures(source.shape + _channel_weights(gains) * motion.expression, source.shape)
     return apply_pose(shape, Pose(rotation, translation, scale))
 
 

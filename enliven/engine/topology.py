@@ -52,9 +52,10 @@ LEFT_EYE_OUTER, LEFT_EYE_INNER = 263, 362
 RIGHT_CHEEK_EDGE, LEFT_CHEEK_EDGE = 234, 454
 
 # The sparse set of points that drive the warp: contours of every moving part plus the nose.
+# The irises are not in it: the warp places them itself, inside the eye (warp.Warper).
 WARP_POINTS = np.unique(np.concatenate([
     FACE_OVAL, LIPS_OUTER, LIPS_INNER, RIGHT_EYE, LEFT_EYE, RIGHT_EYEBROW, LEFT_EYEBROW,
-    RIGHT_IRIS, LEFT_IRIS, NOSE, RIGID,
+    NOSE, RIGID,
     [50, 280, 205, 425, 187, 411, 57, 287, 164, 18, 200, 199, 175],  # cheeks, chin column
 ]))
 

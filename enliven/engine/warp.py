@@ -27,6 +27,11 @@ class WarpConfig:
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
 
 
+def _lid_gap(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:
+    """Mean distance (pixels) between paired upper and lower eyelid points."""
+    return float(np.linalg.norm(points[lower, :2] - points[upper, :2], axis=1).mean())
+
+
 def _tps_kernel(d2: np.ndarray) -> np.ndarray:
     """Thin-plate radial basis U = r^2 log r^2 from squared distances (0 at r = 0)."""
     return d2 * np.log(np.maximum(d2, 1e-12))
@@ -89,6 +94,21 @@ def head_ring(source_points: np.ndarray, count: int, scale: float) -> np.ndarray
     return center + np.stack([np.cos(a), np.sin(a)], 1) * half
 
 
+@dataclass(frozen=True)
+class MouthLayout:
+    """Inner-mouth geometry of a driven frame, per inner-lip column (9 columns, right to left).
+
+    The source's own interior is split along its middle: the upper teeth band runs from the
+    upper lip down to ``upper_edge``, the lower band from ``lower_edge`` up to the lower lip.
+    Where ``opens`` is True the driven mouth is wider than the source's and the gap between
+    the edges is new cavity; elsewhere the edges meet.
+    """
+
+    upper_edge: np.ndarray  # (9, 2) float64, crop pixels
+    lower_edge: np.ndarray  # (9, 2) float64, crop pixels
+    opens: np.ndarray  # (9,) bool
+
+
 @dataclass
 class Warper:
     """Backward warp for one source crop: precomputes what does not change per frame.
@@ -120,14 +140,74 @@ class Warper:
         gx, gy = np.meshgrid(ticks, ticks)
         self._grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
         self._src_all = np.concatenate([self._src_face, self._src_ring, self._border])
+        self._src_upper = self.source_points[topo.LIPS_INNER_UPPER, :2].astype(np.float64)
+        self._src_lower = self.source_points[topo.LIPS_INNER_LOWER, :2].astype(np.float64)
+        self._src_gap = np.linalg.norm(self._src_lower - self._src_upper, axis=1)
+        self._src_mid = (self._src_upper + self._src_lower) / 2
+        self._src_iod = topo.interocular_distance(self.source_points)
+        self._eyes = [(self.source_points[contour, :2].astype(np.float64), self.source_points[iris[0], :2],
+                       _lid_gap(self.source_points, upper, lower), contour, iris[0], upper, lower)
+                      for contour, iris, upper, lower in (
+                          (topo.RIGHT_EYE, topo.RIGHT_IRIS, topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
+                          (topo.LEFT_EYE, topo.LEFT_IRIS, topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER))]
+
+    def mouth(self, driven_points: np.ndarray) -> MouthLayout:
+        """Where the teeth bands and the dark gap of the driven mouth lie (see MouthLayout)."""
+        upper = driven_points[topo.LIPS_INNER_UPPER, :2].astype(np.float64)
+        lower = driven_points[topo.LIPS_INNER_LOWER, :2].astype(np.float64)
+        gap = lower - upper
+        height = np.linalg.norm(gap, axis=1)
+        # The source's interior, scaled to the driven face: what the source can show of its teeth.
+        band = self._src_gap * topo.interocular_distance(driven_points) / max(self._src_iod, 1e-6)
+        down = np.where(height[:, None] > 1e-6, gap / np.maximum(height, 1e-6)[:, None], [0.0, 1.0])
+        opens = height > band + 1.0
+        half = np.minimum(band, height) / 2
+        return MouthLayout(upper + down * half[:, None], lower - down * half[:, None], opens)
 
     def control_points(self, driven_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Destination and source control points (N, 2) for driven landmarks (478, 3) in crop pixels."""
+        """Destination and source control points (N, 2) for driven landmarks (478, 3) in crop pixels.
+
+        Inside the mouth, the source's interior is split along its middle: its upper half stays
+        with the upper lip and its lower half with the lower lip (teeth stay on their jaws).
+        Where the driven mouth opens wider than the source's, the seam between them is the gap
+        that ``fill_mouth_gap`` paints; where it opens less, the lips alone squeeze the interior.
+        """
         drv_face = driven_points[topo.WARP_POINTS, :2].astype(np.float64)
         rot, t, s = umeyama(self._src_rigid, driven_points[topo.RIGID, :2].astype(np.float64))
         drv_ring = s * self._src_ring @ rot.T + t
-        dst = np.concatenate([drv_face, drv_ring, self._border])
-        return dst, self._src_all
+        m = self.mouth(driven_points)
+        dst = [drv_face, drv_ring, self._border, m.upper_edge[m.opens], m.lower_edge[m.opens]]
+        src = [self._src_all, self._src_mid[m.opens], self._src_mid[m.opens]]
+        for d, s_ in self._iris_points(driven_points):
+            dst.append(d[None])
+            src.append(s_[None])
+        return np.concatenate(dst), np.concatenate(src)
+
+    def _iris_points(self, driven_points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One control point per open eye moving the iris (gaze), kept inside the driven eye.
+
+        As an eye closes the iris point fades into the plain eye motion (an affine map of the eye
+        contour) and is dropped when nearly shut: otherwise the iris texture would be dragged onto
+        the lid, and MediaPipe's irises of closed eyes wander anyway.
+        """
+        out = []
+        for src_contour, src_iris, src_gap, contour, iris, upper, lower in self._eyes:
+            ratio = _lid_gap(driven_points, upper, lower) / max(src_gap, 1e-6)
+            w = float(np.clip((ratio - 0.35) / 0.35, 0.0, 1.0))
+            w = w * w * (3 - 2 * w)
+            if w <= 0.0:
+                continue
+            drv_contour = driven_points[contour, :2].astype(np.float64)
+            lo, hi = drv_contour.min(0), drv_contour.max(0)
+            span = hi - lo
+            p = np.clip(driven_points[iris, :2], lo + [0.25 * span[0], 0.3 * span[1]],
+                        hi - [0.25 * span[0], 0.3 * span[1]])
+            # Where the eye's own (affine) motion would take p: no gaze change.
+            a = np.concatenate([drv_contour, np.ones((len(drv_contour), 1))], 1)
+            coef, *_ = np.linalg.lstsq(a, src_contour, rcond=None)
+            plain = np.append(p, 1.0) @ coef
+            out.append((p, plain + w * (src_iris - plain)))
+        return out
 
     def flow(self, driven_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Remap tables (map_x, map_y), each (size, size) float32: output pixel -> source pixel."""
@@ -154,42 +234,39 @@ def inner_mouth_mask(points: np.ndarray, size_px: int) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def fill_mouth_interior(frame: np.ndarray, driven_points: np.ndarray, source_points: np.ndarray,
-                        lip_color: np.ndarray) -> np.ndarray:
-    """Paint a dark mouth interior where the driven mouth opens beyond the source's own opening.
+def fill_mouth_gap(frame: np.ndarray, driven_points: np.ndarray, layout: MouthLayout,
+                   lip_color: np.ndarray) -> np.ndarray:
+    """Paint the dark cavity between the teeth bands where the driven mouth opens beyond the source's.
 
-    A backward warp can only stretch the lips' own texture into a newly opened mouth (vertical
-    streaks); a shaded dark cavity reads as an open mouth. Where the source mouth is itself
-    open, its warped interior (teeth, tongue) is kept in proportion.
-    Args: frame (S, S, 3) uint8 warped crop (modified in place and returned); driven_points,
-    source_points (478, 3) crop pixels; lip_color (3,) float, mean RGB of the source lips.
+    A backward warp can only stretch what the source shows; into a newly opened mouth that is
+    vertical streaks of lip texture. A shaded cavity (darkest in the middle, tongue-coloured
+    low down) reads as an open mouth; the learned generator later replaces it with teeth.
+    Args: frame (S, S, 3) uint8 warped crop, modified in place and returned; driven_points
+    (478, 3) crop pixels; layout from ``Warper.mouth``; lip_color (3,) float mean RGB of the lips.
     """
-    opening_now = topo.mouth_opening(driven_points)
-    if opening_now < 0.02:
-        return frame
-    new = np.clip(1.0 - topo.mouth_opening(source_points) / opening_now, 0.0, 1.0)
-    if new <= 0.0:
+    if not layout.opens.any():
         return frame
     size = frame.shape[0]
-    pts = driven_points[topo.LIPS_INNER, :2]
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 3
+    right, left = driven_points[topo.LIPS_INNER[0], :2], driven_points[topo.LIPS_INNER[10], :2]
+    top = np.where(layout.opens[:, None], layout.upper_edge, (layout.upper_edge + layout.lower_edge) / 2)
+    bottom = np.where(layout.opens[:, None], layout.lower_edge, (layout.upper_edge + layout.lower_edge) / 2)
+    poly = np.concatenate([[right], top, [left], bottom[::-1]])
+    x0, y0 = np.floor(poly.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(poly.max(0)).astype(int) + 3
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
     if x1 <= x0 or y1 <= y0:
         return frame
-    mask = inner_mouth_mask(driven_points, size)[y0:y1, x0:x1]
-    # Shading: darkest in the middle, a little light near the upper teeth and the tongue below.
-    upper_y = driven_points[topo.LIPS_INNER_UPPER, 1].mean()
-    lower_y = driven_points[topo.LIPS_INNER_LOWER, 1].mean()
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    alpha = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
+    upper_y, lower_y = top[:, 1].mean(), bottom[:, 1].mean()
     v = (np.arange(y0, y1, dtype=np.float32)[:, None] - upper_y) / max(lower_y - upper_y, 1.0)
     v = np.clip(v, 0.0, 1.0)
-    dark = np.asarray(lip_color, np.float32) * 0.12
-    tongue = np.asarray(lip_color, np.float32) * 0.45
-    teeth_shadow = np.array([70.0, 62.0, 60.0], np.float32)
-    upper_w = np.clip(1.0 - v / 0.18, 0.0, 1.0) * 0.5
-    lower_w = np.clip((v - 0.6) / 0.4, 0.0, 1.0) * 0.6
-    color = dark + upper_w[..., None] * (teeth_shadow - dark) + lower_w[..., None] * (tongue - dark)
-    alpha = (mask * new)[..., None]
+    lip = np.asarray(lip_color, np.float32)
+    dark = lip * 0.12
+    tongue = lip * 0.5
+    lower_w = np.clip((v - 0.55) / 0.45, 0.0, 1.0) ** 2 * 0.7
+    color = dark + lower_w[..., None] * (tongue - dark)
     patch = frame[y0:y1, x0:x1].astype(np.float32)
     frame[y0:y1, x0:x1] = np.clip(patch * (1 - alpha) + color * alpha, 0, 255).astype(np.uint8)
     return frame
