@@ -15,7 +15,8 @@ import numpy as np
 
 from . import topology as topo
 from .errors import ShapeError
-from .motion import umeyama
+from .canonical import load_canonical
+from .motion import fit_pose
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class WarpConfig:
     border_anchors_per_side: int = 16  # fixed points along each side of the crop
     ring_points: int = 20  # points of the head ring
     ring_scale: float = 1.35  # ring radius relative to the face oval's, around the oval centre
+    ring_depth: float = 1.0  # depth of the ring behind the face's rigid points, canonical units (hair, ears)
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
 
 
@@ -123,12 +125,13 @@ class Warper:
     def __post_init__(self) -> None:
         cfg = self.config
         self._src_face = self.source_points[topo.WARP_POINTS, :2].astype(np.float64)
-        self._src_rigid = self.source_points[topo.RIGID, :2].astype(np.float64)
+        self._canonical = load_canonical().points
         self._src_ring = head_ring(self.source_points, cfg.ring_points, cfg.ring_scale)
         # Ring points that fall off the crop are dropped: the border anchors rule there.
         margin = 0.12 * self.size_px
         inside = np.all((self._src_ring > margin) & (self._src_ring < self.size_px - 1 - margin), axis=1)
         self._src_ring = self._src_ring[inside]
+        self._ring_canonical = self._lift(self._src_ring, fit_pose(self.source_points, self._canonical))
         self._border = border_anchors(self.size_px, cfg.border_anchors_per_side)
         g = cfg.grid_px
         if self.size_px % g:
@@ -150,6 +153,18 @@ class Warper:
                       for contour, iris, upper, lower in (
                           (topo.RIGHT_EYE, topo.RIGHT_IRIS, topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
                           (topo.LEFT_EYE, topo.LEFT_IRIS, topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER))]
+
+    def _lift(self, ring: np.ndarray, pose) -> np.ndarray:  # noqa: ANN001 (motion.Pose)
+        """Canonical 3-D points (K, 3) that the pose projects onto ``ring`` (K, 2), at the ring's depth.
+
+        The ring then turns with the head in 3-D: hair on the far side compresses as the face
+        turns away, as the face's own points do, instead of sliding flat across the image.
+        """
+        a = pose.scale * pose.rotation[:2, :2]
+        z = self.config.ring_depth
+        rhs = ring - pose.translation[:2] - pose.scale * pose.rotation[:2, 2] * z
+        xy = np.linalg.solve(a, rhs.T).T
+        return np.concatenate([xy, np.full((len(ring), 1), z)], axis=1)
 
     def mouth(self, driven_points: np.ndarray) -> MouthLayout:
         """Where the teeth bands and the dark gap of the driven mouth lie (see MouthLayout)."""
@@ -173,8 +188,8 @@ class Warper:
         that ``fill_mouth_gap`` paints; where it opens less, the lips alone squeeze the interior.
         """
         drv_face = driven_points[topo.WARP_POINTS, :2].astype(np.float64)
-        rot, t, s = umeyama(self._src_rigid, driven_points[topo.RIGID, :2].astype(np.float64))
-        drv_ring = s * self._src_ring @ rot.T + t
+        pose = fit_pose(driven_points, self._canonical)
+        drv_ring = (pose.scale * self._ring_canonical @ pose.rotation.T + pose.translation)[:, :2]
         m = self.mouth(driven_points)
         dst = [drv_face, drv_ring, self._border, m.upper_edge[m.opens], m.lower_edge[m.opens]]
         src = [self._src_all, self._src_mid[m.opens], self._src_mid[m.opens]]
