@@ -13,3 +13,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install --disable-pip-version-check -q -e ".[dev]"
   touch "$stamp"
 fi
+# OpenCV (via mediapipe) needs libGL; minimal Debian images may lack it.
+if ! .venv/bin/python -c "import cv2" 2>/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null
+  else
+    echo "enliven setup: OpenCV cannot load; install libgl1 and libglib2.0-0 (Debian/Ubuntu)" >&2
+    exit 1
+  fi
+fi

@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks; they import enliven, never the reverse."""

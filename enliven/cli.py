@@ -1,0 +1,110 @@
+"""The ``enliven`` command line: animate, bench (serve, train, evaluate and export come later).
+
+With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4.
+Errors the user can fix are printed as one line (no traceback) with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .engine.errors import EnlivenError
+
+DEFAULT_DEMO_OUTPUT = "enliven-demo.mp4"
+
+
+def _quiet_native_logs() -> None:
+    """MediaPipe/TFLite print INFO/WARNING lines through glog/absl; keep the terminal clean."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _cmd_animate(args: argparse.Namespace) -> int:
+    from .offline import animate_builtin, animate_video
+
+    from .engine.animator import AnimatorConfig
+    from .engine.motion import TransferMode
+
+    config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind)
+    output = Path(args.output or DEFAULT_DEMO_OUTPUT)
+    if args.driving is None:
+        report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)
+    else:
+        report = animate_video(args.photo, args.driving, output, config, strip=args.strip,
+                               progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+    import sys as _sys
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "frame_path.py").exists():
+        raise EnlivenError("the benchmarks ship with enliven's source tree; run `enliven bench` from a checkout")
+    _sys.path.insert(0, str(root))
+    frame_path = importlib.import_module("benchmarks.frame_path")
+    frame_path.run(frames=args.frames, sizes=tuple(args.sizes), write=args.write)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enliven", description="Real-time portrait animation: a photo driven by a face.")
+    parser.add_argument("--version", action="version", version=f"enliven {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("animate", help="animate a photo with a driving video (or the built-in motion)")
+    p.add_argument("photo", nargs="?", default=None, help="portrait photo (JPEG/PNG/WebP); default: built-in")
+    p.add_argument("driving", nargs="?", default=None, help="driving video; default: built-in motion")
+    p.add_argument("-o", "--output", default=None, help=f"output .mp4 (default {DEFAULT_DEMO_OUTPUT})")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="face crop size in pixels")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--relative", dest="mode", action="store_const", const="relative",
+                      help="transfer motion relative to the driver's neutral frame (default)")
+    mode.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
+                      help="the head takes the driver's absolute orientation")
+    p.set_defaults(mode="relative")
+    p.add_argument("--crop", dest="output_kind", action="store_const", const="crop", default="photo",
+                   help="write the animated face crop instead of the whole photo")
+    p.add_argument("--strip", default=None, help="also save a PNG strip source | driver | output here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_animate)
+
+    b = sub.add_parser("bench", help="per-stage timings and frames per second of the frame path")
+    b.add_argument("--frames", type=int, default=300, help="frames timed per configuration")
+    b.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="crop sizes to time")
+    b.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results JSON")
+    b.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``enliven`` console script."""
+    _quiet_native_logs()
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    if not any(a in commands or a in ("-h", "--help", "--version") for a in argv):
+        argv = ["animate", *argv]  # no command: the built-in demo, `enliven -o x.mp4` included
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except EnlivenError as e:
+        print(f"enliven: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("enliven: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
