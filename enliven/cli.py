@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -15,12 +14,6 @@ from . import __version__
 from .engine.errors import EnlivenError
 
 DEFAULT_DEMO_OUTPUT = "enliven-demo.mp4"
-
-
-def _quiet_native_logs() -> None:
-    """MediaPipe/TFLite print INFO/WARNING lines through glog/absl; keep the terminal clean."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _cmd_animate(args: argparse.Namespace) -> int:
@@ -87,7 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``enliven`` console script."""
-    _quiet_native_logs()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]

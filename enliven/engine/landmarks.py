@@ -6,8 +6,13 @@ closer to the camera).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +23,34 @@ from .topology import NUM_LANDMARKS
 log = logging.getLogger(__name__)
 
 MIN_FACE_PX = 48  # faces narrower than this (detector box width, pixels) are refused
+
+
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_logs_silenced() -> Iterator[None]:
+    """Silence fd 2 while MediaPipe builds a graph and runs it once.
+
+    TFLite and MediaPipe print INFO/WARNING lines straight to the process's stderr from C++
+    ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires ...") and no
+    environment variable of mediapipe 0.10.21 turns them off. Python exceptions are unaffected:
+    they are raised after the descriptor is restored. Set ENLIVEN_NATIVE_LOGS=1 to see them.
+    """
+    if os.environ.get("ENLIVEN_NATIVE_LOGS") == "1":
+        yield
+        return
+    with _stderr_lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -88,9 +121,11 @@ class LandmarkTracker:
     def __init__(self, smoothing: SmoothingConfig | None = None, smooth: bool = True) -> None:
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        with _native_logs_silenced():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self._first = True
         cfg = smoothing or SmoothingConfig()
         self._filter = OneEuroFilter(cfg.min_cutoff_hz, cfg.beta_per_px, cfg.d_cutoff_hz) if smooth else None
         self._beta_per_px = cfg.beta_per_px
@@ -102,7 +137,12 @@ class LandmarkTracker:
         so a returning face does not glide in from where it vanished.
         """
         _check_rgb(frame)
-        result = self._mesh.process(frame)
+        if self._first:  # the first run prints the TFLite delegate lines
+            with _native_logs_silenced():
+                result = self._mesh.process(frame)
+            self._first = False
+        else:
+            result = self._mesh.process(frame)
         if not result.multi_face_landmarks:
             if self._filter is not None:
                 self._filter.reset()
@@ -139,7 +179,8 @@ def _detect_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     import mediapipe as mp
 
     h, w = image.shape[:2]
-    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
+    with _native_logs_silenced(), \
+            mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
         result = det.process(image)
     boxes = []
     for d in result.detections or []:
@@ -155,8 +196,8 @@ def _mesh_static(image: np.ndarray) -> np.ndarray | None:
     """FaceMesh landmarks of the largest face in a (small) image, static mode; None if none."""
     import mediapipe as mp
 
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=True, min_detection_confidence=0.4) as mesh:
+    with _native_logs_silenced(), mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4) as mesh:
         result = mesh.process(image)
     if not result.multi_face_landmarks:
         return None
