@@ -116,7 +116,8 @@ def _write_results_md(record: dict[str, object], table: str) -> None:
         "<!-- frame_path:end -->",
     ])
     path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the benchmarks; do not edit by hand.\n"
+    header = "# Benchmark results\n\nWritten by the benchmarks; do not edit by hand.\n"
+    text = path.read_text() if path.exists() else header
     start, end = "<!-- frame_path:start -->", "<!-- frame_path:end -->"
     if start in text and end in text:
         text = text[:text.index(start)] + section + text[text.index(end) + len(end):]

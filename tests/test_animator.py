@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from enliven.engine import topology as topo
 from enliven.engine.animator import Animator, AnimatorConfig
 from enliven.engine.canonical import rotation_from_angles
 from enliven.engine.errors import NoFaceError, ShapeError

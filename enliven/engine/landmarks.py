@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FaceTooSmallError, NoFaceError, ShapeError
-from .topology import NUM_LANDMARKS
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +203,19 @@ def _mesh_static(image: np.ndarray) -> np.ndarray | None:
     return _to_pixels(result.multi_face_landmarks[0], image.shape[1], image.shape[0])
 
 
+def _check_face_width(width_px: float, min_face_px: int) -> None:
+    if width_px < min_face_px:
+        raise FaceTooSmallError(f"the face is {width_px:.0f} px wide; at least {min_face_px} px are needed: "
+                                "use a closer or larger photo")
+
+
 def detect_photo_face(image: np.ndarray, min_face_px: int = MIN_FACE_PX) -> PhotoFace:
     """Find the largest face of a photo and its 478 landmarks.
 
     The full-range detector counts the faces and picks the largest; FaceMesh then runs on a
-    square window around it (resized to about 512 px), so faces of any size in photos of any
-    size are measured at the same resolution.
+    square window around it (resized to 512 px), so faces of any size in photos of any size
+    are measured at the same resolution. When the detector sees nothing (a tight face crop),
+    FaceMesh looks at the whole photo.
     Args: image (H, W, 3) uint8 RGB.
     Raises: NoFaceError when no face is found; FaceTooSmallError when the largest face is
     narrower than ``min_face_px``.
@@ -219,33 +225,26 @@ def detect_photo_face(image: np.ndarray, min_face_px: int = MIN_FACE_PX) -> Phot
     _check_rgb(image)
     h, w = image.shape[:2]
     boxes = _detect_boxes(image)
-    candidates: list[tuple[int, int, int, int] | None] = list(boxes[:1]) or [None]
-    for box in candidates:
-        if box is None:  # detector missed it (e.g. a tight face crop): let FaceMesh look at the whole photo
-            side = max(h, w)
-            cx, cy = w / 2, h / 2
-        else:
-            bw, bh = box[2] - box[0], box[3] - box[1]
-            if bw < min_face_px:
-                raise FaceTooSmallError(
-                    f"the face is {bw} px wide; at least {min_face_px} px are needed: use a closer or larger photo")
-            side = 2.2 * max(bw, bh)
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - 0.1 * bh
-        scale = 512.0 / side
-        m = np.array([[scale, 0, 256 - scale * cx], [0, scale, 256 - scale * cy]], dtype=np.float64)
-        window = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-        pts = _mesh_static(window)
-        if pts is None:
-            continue
-        pts = pts.astype(np.float64)
-        pts[:, :2] = (pts[:, :2] - m[:, 2]) / scale
-        pts[:, 2] /= scale
-        x0, y0 = pts[:, :2].min(axis=0)
-        x1, y1 = pts[:, :2].max(axis=0)
-        if x1 - x0 < min_face_px:
-            raise FaceTooSmallError(
-                f"the face is {x1 - x0:.0f} px wide; at least {min_face_px} px are needed: use a closer or larger photo")
-        found = box if box is not None else (int(x0), int(y0), int(x1), int(y1))
-        return PhotoFace(pts.astype(np.float32), found, max(len(boxes), 1))
-    raise NoFaceError("no face found in the photo: use a photo with one clearly visible face, looking at the camera")
+    if boxes:
+        box = boxes[0]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        _check_face_width(bw, min_face_px)
+        side = 2.2 * max(bw, bh)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - 0.1 * bh
+    else:
+        side, cx, cy = max(h, w), w / 2, h / 2
+    scale = 512.0 / side
+    m = np.array([[scale, 0, 256 - scale * cx], [0, scale, 256 - scale * cy]], dtype=np.float64)
+    window = cv2.warpAffine(image, m, (512, 512), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    found = _mesh_static(window)
+    if found is None:
+        raise NoFaceError("no face found in the photo: use a photo with one clearly visible face, "
+                          "looking at the camera")
+    pts = found.astype(np.float64)
+    pts[:, :2] = (pts[:, :2] - m[:, 2]) / scale
+    pts[:, 2] /= scale
+    (x0, y0), (x1, y1) = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    _check_face_width(x1 - x0, min_face_px)
+    return PhotoFace(pts.astype(np.float32), boxes[0] if boxes else (int(x0), int(y0), int(x1), int(y1)),
+                     max(len(boxes), 1))
