@@ -73,3 +73,22 @@ def test_open_mouth_is_dark_not_stretched_lips(crop_and_points):
     inside = inner_mouth_mask(opened, 256) > 0.99
     assert inside.sum() > 100
     assert out[inside].mean() < 0.5 * image.mean()  # a dark cavity, not lip texture
+
+
+def test_gaze_moves_the_iris_inside_the_eye(crop_and_points):
+    image, points = crop_and_points
+    warper = Warper(points, 256)
+    looking = points.copy()
+    looking[topo.RIGHT_IRIS, 0] += 3.0  # both irises move 3 px towards image-right
+    looking[topo.LEFT_IRIS, 0] += 3.0
+    map_x, map_y = warper.flow(looking)
+    for iris in (topo.RIGHT_IRIS[0], topo.LEFT_IRIS[0]):
+        x, y = points[iris, :2]
+        nx, ny = int(round(x + 3)), int(round(y))
+        # the output pixel where the iris now is samples the source iris centre
+        assert abs(map_x[ny, nx] - (nx - 3)) < 0.6 and abs(map_y[ny, nx] - ny) < 0.6
+    corner = np.round(points[topo.RIGHT_EYE_OUTER, :2]).astype(int)
+    assert abs(map_x[corner[1], corner[0]] - corner[0]) < 1.0  # the eye itself stays put
+    out = warper.warp(image, looking)
+    x, y = np.round(points[topo.RIGHT_IRIS[0], :2]).astype(int)
+    assert np.abs(out[y, x + 3].astype(int) - image[y, x]).max() < 30  # the iris colour moved along

@@ -29,6 +29,19 @@ class WarpConfig:
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
 
 
+def _detail_boxes(points: np.ndarray, size_px: int, margin: float = 0.35) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes (x0, y0, x1, y1) around both eyes and the mouth, grown by ``margin`` of their size."""
+    boxes = []
+    for group in (topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_OUTER):
+        lo, hi = points[group, :2].min(0), points[group, :2].max(0)
+        pad = margin * (hi - lo) + 2
+        x0, y0 = np.clip(np.floor(lo - pad), 0, size_px).astype(int)
+        x1, y1 = np.clip(np.ceil(hi + pad), 0, size_px).astype(int)
+        if x1 > x0 and y1 > y0:
+            boxes.append((int(x0), int(y0), int(x1), int(y1)))
+    return boxes
+
+
 def _lid_gap(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:
     """Mean distance (pixels) between paired upper and lower eyelid points."""
     return float(np.linalg.norm(points[lower, :2] - points[upper, :2], axis=1).mean())
@@ -194,12 +207,12 @@ class Warper:
         dst = [drv_face, drv_ring, self._border, m.upper_edge[m.opens], m.lower_edge[m.opens]]
         src = [self._src_all, self._src_mid[m.opens], self._src_mid[m.opens]]
         for d, s_ in self._iris_points(driven_points):
-            dst.append(d[None])
-            src.append(s_[None])
+            dst.append(d)
+            src.append(s_)
         return np.concatenate(dst), np.concatenate(src)
 
     def _iris_points(self, driven_points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One control point per open eye moving the iris (gaze), kept inside the driven eye.
+        """Control points (3, 2) driven and source per open eye moving the iris (gaze), inside the eye.
 
         As an eye closes the iris point fades into the plain eye motion (an affine map of the eye
         contour) and is dropped when nearly shut: otherwise the iris texture would be dragged onto
@@ -221,7 +234,10 @@ class Warper:
             a = np.concatenate([drv_contour, np.ones((len(drv_contour), 1))], 1)
             coef, *_ = np.linalg.lstsq(a, src_contour, rcond=None)
             plain = np.append(p, 1.0) @ coef
-            out.append((p, plain + w * (src_iris - plain)))
+            target = plain + w * (src_iris - plain)
+            # The centre and two points beside it, half an iris radius away, move the iris as a disc.
+            side = np.array([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0]]) * 0.1 * span[0]
+            out.append((p + side, target + side))
         return out
 
     def flow(self, driven_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +248,13 @@ class Warper:
         coef = solve_tps(dst, src, self.config.regularization)
         g, c, s = self.config.grid_px + 2, self._cell, self.size_px
         coarse = eval_tps(coef, dst, self._grid).reshape(g, g, 2)
-        full = cv2.resize(coarse, (g * c, g * c), interpolation=cv2.INTER_LINEAR)[c:c + s, c:c + s]
+        full = np.ascontiguousarray(cv2.resize(coarse, (g * c, g * c), interpolation=cv2.INTER_LINEAR)[c:c + s, c:c + s])
+        # Eyes and mouth move by a few pixels over a few pixels (gaze, lids, lips): the coarse grid
+        # would blur that, so there the spline is evaluated at every pixel.
+        for x0, y0, x1, y1 in _detail_boxes(driven_points, s):
+            ys, xs = np.mgrid[y0:y1, x0:x1]
+            pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+            full[y0:y1, x0:x1] = eval_tps(coef, dst, pts).reshape(y1 - y0, x1 - x0, 2)
         return np.ascontiguousarray(full[..., 0]), np.ascontiguousarray(full[..., 1])
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
