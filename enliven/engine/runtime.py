@@ -1,0 +1,125 @@
+"""One interface over the inference back-ends: torch modules and ONNX Runtime sessions.
+
+ONNX Runtime picks its execution provider automatically: TensorRT, then CUDA, then CPU,
+whichever this machine's onnxruntime build offers (the `gpu` extra brings the GPU ones).
+Both back-ends are called the same way, ``model(name=array, ...) -> {name: array}``, with
+float32 NCHW arrays, so the Animator and the benchmarks don't care which one runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class Model(Protocol):
+    """What the engine needs of a model: named float32 arrays in, named arrays out."""
+
+    backend: str  # "torch" or "onnxruntime"
+    provider: str  # the device it runs on, e.g. "CPUExecutionProvider" or "torch:cpu"
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    providers: tuple[str, ...] | None = None  # None: the best of PROVIDER_PREFERENCE available here
+    intra_op_threads: int | None = None  # None: the CPU cores this process may use, at most 4
+    spin: bool = False  # busy-wait between ops: faster alone, but steals the core the landmarks need
+
+
+def default_threads() -> int:
+    """Threads for one inference: the cores this process may use, capped at 4 (small nets stop scaling)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
+def pick_providers(preferred: tuple[str, ...] | None = None) -> list[str]:
+    """The execution providers to ask for, best first, among those this onnxruntime build has."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted = preferred or PROVIDER_PREFERENCE
+    chosen = [p for p in wanted if p in available]
+    if not chosen:
+        raise ModelFileError(f"none of the execution providers {list(wanted)} is available; "
+                             f"this onnxruntime offers {sorted(available)}")
+    return chosen
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception classes (not subclasses of RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel", "NoSuchFile",
+             "NotImplemented", "RuntimeException", "EPFail", "ModelLoadCanceled")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+
+
+class OnnxModel:
+    """An ONNX file run by ONNX Runtime on the best provider available."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], config: RuntimeConfig = RuntimeConfig()) -> None:
+        import onnxruntime as ort
+
+        file = Path(path)
+        if not file.is_file():
+            raise ModelFileError(f"model file not found: {file}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = config.intra_op_threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not config.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(file), options, providers=pick_providers(config.providers))
+        except (RuntimeError, ValueError, *_ort_errors()) as e:
+            raise ModelFileError(f"cannot load model {file}: {str(e).splitlines()[0][:200]}") from e
+        self.provider = self._session.get_providers()[0]
+        self.input_names = tuple(i.name for i in self._session.get_inputs())
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
+        log.info("loaded %s on %s with %d threads", file.name, self.provider, options.intra_op_num_threads)
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self._session.run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
+        return dict(zip(self.output_names, outputs))
+
+
+class TorchModel:
+    """A torch module behind the same interface (reference and fallback; float32, inference mode)."""
+
+    backend = "torch"
+
+    def __init__(self, module: "torch.nn.Module", input_names: tuple[str, ...],  # noqa: F821
+                 output_names: tuple[str, ...], device: str = "cpu") -> None:
+        self._module = module.eval().to(device)
+        self._device = device
+        self.provider = f"torch:{device}"
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(inputs[n], dtype=np.float32)).to(self._device)
+                    for n in self.input_names]
+            out = self._module(*args)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return {n: o.detach().cpu().numpy() for n, o in zip(self.output_names, out)}
