@@ -29,14 +29,37 @@ class WarpConfig:
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
 
 
-def _detail_boxes(points: np.ndarray, size_px: int, margin: float = 0.35) -> list[tuple[int, int, int, int]]:
-    """Pixel boxes (x0, y0, x1, y1) around both eyes and the mouth, grown by ``margin`` of their size."""
+def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int, height: int,
+                step: int) -> np.ndarray:
+    """The spline over a pixel box, (height, width, 2) float32, sampled every ``step`` pixels.
+
+    Sample j of the coarse grid lands on pixel (j + 0.5) * step - 0.5 under cv2.resize's
+    pixel-centre rule; one extra sample on each side keeps the box's edges exact, not clamped.
+    width and height must be multiples of step.
+    """
+    gw, gh = width // step + 2, height // step + 2
+    tx = x0 + (np.arange(-1, gw - 1) + 0.5) * step - 0.5
+    ty = y0 + (np.arange(-1, gh - 1) + 0.5) * step - 0.5
+    gx, gy = np.meshgrid(tx, ty)
+    coarse = eval_tps(coef, dst, np.stack([gx.ravel(), gy.ravel()], 1)).reshape(gh, gw, 2)
+    if step == 1:
+        return np.ascontiguousarray(coarse[1:-1, 1:-1])
+    fine = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(fine[step:step + height, step:step + width])
+
+
+def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
+                  margin: float = 0.35) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes (x0, y0, x1, y1) around both eyes and the mouth, grown by ``margin`` of their size.
+
+    Corners are multiples of ``step`` and boxes stay inside the crop.
+    """
     boxes = []
     for group in (topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_OUTER):
         lo, hi = points[group, :2].min(0), points[group, :2].max(0)
         pad = margin * (hi - lo) + 2
-        x0, y0 = np.clip(np.floor(lo - pad), 0, size_px).astype(int)
-        x1, y1 = np.clip(np.ceil(hi + pad), 0, size_px).astype(int)
+        x0, y0 = (np.clip(np.floor(lo - pad), 0, size_px) // step * step).astype(int)
+        x1, y1 = (np.clip(np.ceil(hi + pad), 0, size_px) // step * step).astype(int)
         if x1 > x0 and y1 > y0:
             boxes.append((int(x0), int(y0), int(x1), int(y1)))
     return boxes
@@ -146,15 +169,10 @@ class Warper:
         self._src_ring = self._src_ring[inside]
         self._ring_canonical = self._lift(self._src_ring, fit_pose(self.source_points, self._canonical))
         self._border = border_anchors(self.size_px, cfg.border_anchors_per_side)
-        g = cfg.grid_px
-        if self.size_px % g:
-            raise ValueError(f"crop size {self.size_px} must be a multiple of the warp grid {g}")
-        # Grid sample j lands on output pixel (j + 0.5) * size / g - 0.5 under cv2.resize's pixel-centre
-        # rule. One extra sample on each side (j = -1 and g) keeps the border exact instead of clamped.
-        self._cell = self.size_px // g
-        ticks = (np.arange(-1, g + 1) + 0.5) * self._cell - 0.5
-        gx, gy = np.meshgrid(ticks, ticks)
-        self._grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        if self.size_px % cfg.grid_px:
+            raise ValueError(f"crop size {self.size_px} must be a multiple of the warp grid {cfg.grid_px}")
+        self._cell = self.size_px // cfg.grid_px
+        self._detail_step = max(1, self.size_px // 128)
         self._src_all = np.concatenate([self._src_face, self._src_ring, self._border])
         self._src_upper = self.source_points[topo.LIPS_INNER_UPPER, :2].astype(np.float64)
         self._src_lower = self.source_points[topo.LIPS_INNER_LOWER, :2].astype(np.float64)
@@ -246,15 +264,13 @@ class Warper:
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
         dst, src = self.control_points(driven_points)
         coef = solve_tps(dst, src, self.config.regularization)
-        g, c, s = self.config.grid_px + 2, self._cell, self.size_px
-        coarse = eval_tps(coef, dst, self._grid).reshape(g, g, 2)
-        full = np.ascontiguousarray(cv2.resize(coarse, (g * c, g * c), interpolation=cv2.INTER_LINEAR)[c:c + s, c:c + s])
+        s = self.size_px
+        full = _eval_dense(coef, dst, 0, 0, s, s, self._cell)
         # Eyes and mouth move by a few pixels over a few pixels (gaze, lids, lips): the coarse grid
-        # would blur that, so there the spline is evaluated at every pixel.
-        for x0, y0, x1, y1 in _detail_boxes(driven_points, s):
-            ys, xs = np.mgrid[y0:y1, x0:x1]
-            pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
-            full[y0:y1, x0:x1] = eval_tps(coef, dst, pts).reshape(y1 - y0, x1 - x0, 2)
+        # would blur that, so there the spline is evaluated densely (every pixel at 128, 2 at 256...).
+        step = self._detail_step
+        for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
+            full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
         return np.ascontiguousarray(full[..., 0]), np.ascontiguousarray(full[..., 1])
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
