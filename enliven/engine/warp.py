@@ -24,8 +24,8 @@ class WarpConfig:
     grid_px: int = 64  # the spline is evaluated on grid_px x grid_px points, then upsampled
     border_anchors_per_side: int = 16  # fixed points along each side of the crop
     ring_points: int = 20  # points of the head ring
-    ring_scale: float = 1.35  # ring radius relative to the face oval's, around the oval centre
-    ring_depth: float = 1.0  # depth of the ring behind the face's rigid points, canonical units (hair, ears)
+    ring_scale: float = 1.6  # ring radius relative to the face oval's, around the oval centre
+    ring_depth: float = 0.6  # depth of the ring behind the face's rigid points, canonical units (hair, ears)
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
 
 
