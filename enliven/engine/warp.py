@@ -164,7 +164,7 @@ class Warper:
         self._canonical = load_canonical().points
         self._src_ring = head_ring(self.source_points, cfg.ring_points, cfg.ring_scale)
         # Ring points that fall off the crop are dropped: the border anchors rule there.
-        margin = 0.12 * self.size_px
+        margin = 0.18 * self.size_px
         inside = np.all((self._src_ring > margin) & (self._src_ring < self.size_px - 1 - margin), axis=1)
         self._src_ring = self._src_ring[inside]
         self._ring_canonical = self._lift(self._src_ring, fit_pose(self.source_points, self._canonical))
