@@ -1,6 +1,7 @@
-"""The ``enliven`` command line: animate, bench (serve, train, evaluate and export come later).
+"""The ``enliven`` command line: serve, animate, bench.
 
-With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4.
+With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4
+(``bash run.sh`` with no arguments starts the server instead).
 Errors the user can fix are printed as one line (no traceback) with exit status 2.
 """
 from __future__ import annotations
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="crop sizes to time")
     b.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results JSON")
     b.set_defaults(func=_cmd_bench)
+
+    from .server.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""The ``serve`` subcommand: ``add_serve_parser(subparsers)`` registers it on the ``enliven`` CLI."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from .config import ServerConfig
+
+logger = logging.getLogger(__name__)
+_DEFAULT = ServerConfig()
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to an ``argparse`` subparsers object; its ``func`` default runs the server."""
+    p = subparsers.add_parser("serve", help="run the web page and WebRTC server (webcam drives the photo live)",
+                              description="Serve the enliven page: open the printed URL in a browser, allow the "
+                                          "webcam, and the photo moves as you do.")
+    p.add_argument("--host", default=_DEFAULT.host,
+                   help=f"interface to listen on (default {_DEFAULT.host}; browsers allow the webcam only on "
+                        "localhost or over https)")
+    p.add_argument("--port", type=int, default=_DEFAULT.port, help=f"TCP port (default {_DEFAULT.port}; 0 = any)")
+    p.add_argument("--max-sessions", type=int, default=_DEFAULT.max_sessions,
+                   help=f"sessions at once; more get 503 (default {_DEFAULT.max_sessions})")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="inference worker processes (default: one per CPU core, at most --max-sessions; "
+                        "0 = threads inside the server process)")
+    p.add_argument("--engine", choices=("analytic", "trained"), default=_DEFAULT.engine,
+                   help=f"generator of new sessions (default {_DEFAULT.engine}; the page can switch it live)")
+    p.add_argument("--size", type=int, choices=(256, 512), default=_DEFAULT.crop_size_px,
+                   help=f"default output size in pixels (default {_DEFAULT.crop_size_px})")
+    p.add_argument("--idle-timeout", type=float, default=_DEFAULT.idle_timeout_s, metavar="S",
+                   help=f"end a session with no webcam frames for S seconds (default {_DEFAULT.idle_timeout_s:g})")
+    p.add_argument("--offer-timeout", type=float, default=_DEFAULT.offer_timeout_s, metavar="S",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--connect-timeout", type=float, default=_DEFAULT.connect_timeout_s, metavar="S",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat-timeout", type=float, default=_DEFAULT.heartbeat_timeout_s, metavar="S",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--create-rate", type=float, default=_DEFAULT.create_rate_per_min, metavar="N",
+                   help=f"session creations per client address per minute (default {_DEFAULT.create_rate_per_min:g})")
+    p.add_argument("--create-burst", type=int, default=_DEFAULT.create_burst, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another page origin allowed to call the API (repeatable), e.g. https://example.org")
+    p.add_argument("--debug-endpoints", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--echo-frame-ids", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug-step-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    try:
+        return ServerConfig(
+            host=args.host, port=args.port, max_sessions=args.max_sessions, crop_size_px=args.size,
+            workers=args.workers, engine=args.engine,
+            idle_timeout_s=args.idle_timeout, offer_timeout_s=args.offer_timeout,
+            connect_timeout_s=args.connect_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
+            create_rate_per_min=args.create_rate, create_burst=args.create_burst,
+            allowed_origins=tuple(args.allow_origin), debug_endpoints=args.debug_endpoints,
+            echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms)
+    except ValueError as e:
+        from enliven.engine.errors import EnlivenError
+
+        raise EnlivenError(str(e)) from e
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the server in the foreground until Ctrl+C. Returns the exit status."""
+    from .app import serve
+
+    config = config_from_args(args)
+    from .worker import generators
+
+    if config.engine not in generators():
+        from enliven.engine.errors import EnlivenError
+
+        raise EnlivenError(f"--engine {config.engine}: this build offers {', '.join(generators())} only")
+    logging.getLogger("enliven.server").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def ready(url: str) -> None:
+        print(f"enliven: serving on {url}  (open it in a browser; Ctrl+C to stop)", flush=True)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print("enliven: note: browsers allow the webcam only on localhost or over https; put an https "
+                  "proxy in front when serving other machines", flush=True)
+
+    try:
+        asyncio.run(serve(config, ready))
+    except OSError as e:
+        print(f"enliven: error: cannot listen on {config.host}:{config.port} ({e.strerror or e})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

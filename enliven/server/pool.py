@@ -1,0 +1,137 @@
+"""The server's side of the inference workers (worker.py): start, assign, call, replace, stop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .worker import worker_main
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0  # a worker imports MediaPipe and warms up (a few seconds; more on a busy machine)
+CALL_TIMEOUT_S = 60.0  # the longest a single request may take (a 25 MP photo's decode and face search)
+
+
+class WorkerError(RuntimeError):
+    """A worker process died or stopped answering; its sessions cannot go on."""
+
+
+class WorkerHandle:
+    """One worker process and the pipe to it. ``call`` is blocking: use it from a thread, not the event loop."""
+
+    def __init__(self, index: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads and an event loop
+        self.conn: Connection
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=worker_main, args=(child,), name=f"enliven-worker-{index}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.index = index
+        self.sessions: set[str] = set()
+        self.alive = True
+        self._lock = threading.Lock()
+
+    def wait_ready(self) -> None:
+        if not self.conn.poll(READY_TIMEOUT_S):
+            self.kill()
+            raise WorkerError(f"worker {self.index} did not start within {READY_TIMEOUT_S:g} s")
+        try:
+            self.conn.recv()
+        except (EOFError, OSError) as e:
+            self.alive = False
+            raise WorkerError(f"worker {self.index} failed to start") from e
+
+    def call(self, msg: tuple[Any, ...], payload: bytes | None = None,
+             timeout_s: float = CALL_TIMEOUT_S) -> tuple[tuple[Any, ...], bytes | None]:
+        """Send one request and wait for its reply (and the reply's bytes, for frames)."""
+        with self._lock:
+            if not self.alive:
+                raise WorkerError(f"worker {self.index} is gone")
+            try:
+                self.conn.send(msg)
+                if payload is not None:
+                    self.conn.send_bytes(payload)
+                if not self.conn.poll(timeout_s):
+                    raise WorkerError(f"worker {self.index} did not answer {msg[0]!r} within {timeout_s:g} s")
+                reply = self.conn.recv()
+                data = self.conn.recv_bytes() if reply[0] == "out" else None
+            except WorkerError:
+                self.kill()
+                raise
+            except (EOFError, OSError) as e:
+                self.kill()
+                raise WorkerError(f"worker {self.index} died") from e
+        return reply, data
+
+    def kill(self) -> None:
+        self.alive = False
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a few seconds."""
+        if self.alive:
+            try:
+                with self._lock:
+                    self.conn.send(("quit",))
+            except (OSError, ValueError):
+                pass
+        self.proc.join(5)
+        self.kill()
+
+
+class WorkerPool:
+    """A fixed number of worker processes; each session is pinned to the least-loaded live one."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.workers: list[WorkerHandle] = []
+        self._next_index = 0
+
+    def _spawn(self) -> WorkerHandle:
+        handle = WorkerHandle(self._next_index)
+        self._next_index += 1
+        return handle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.workers = [self._spawn() for _ in range(self.count)]
+        await asyncio.gather(*(loop.run_in_executor(None, w.wait_ready) for w in self.workers))
+        logger.info("%d inference worker process(es) ready", self.count)
+
+    async def assign(self, sid: str) -> WorkerHandle:
+        """The worker for a new session (replacing dead workers first)."""
+        loop = asyncio.get_running_loop()
+        for i, w in enumerate(self.workers):
+            if not w.alive:
+                logger.warning("replacing inference worker %d (it died)", w.index)
+                fresh = self._spawn()
+                self.workers[i] = fresh
+                await loop.run_in_executor(None, fresh.wait_ready)
+        worker = min((w for w in self.workers if w.alive), key=lambda w: len(w.sessions))
+        worker.sessions.add(sid)
+        return worker
+
+    async def photos_alive(self) -> int:
+        """Photos held by all workers (each counts after a garbage collection)."""
+        loop = asyncio.get_running_loop()
+        total = 0
+        for w in self.workers:
+            if w.alive:
+                try:
+                    reply, _ = await loop.run_in_executor(None, w.call, ("stats",))
+                    total += int(reply[2])
+                except WorkerError:
+                    pass
+        return total
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, w.stop) for w in self.workers))
+        self.workers = []

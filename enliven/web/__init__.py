@@ -1,0 +1,1 @@
+"""The web page (index.html, app.js, style.css), served by enliven.server as package data."""

@@ -1,0 +1,130 @@
+"""Server test harness (imported by the server tests as ``server_harness``).
+
+The real server runs in its own OS process; clients (aiortc, HTTP, browser) run here.
+
+Every server started here runs with test timeouts and /debug/state, and echoes frame ids so
+clients can tell which webcam frame each output frame came from. When a server stops, its log
+must hold no traceback and no asyncio task warnings.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+T = TypeVar("T")
+
+# Test timeouts (seconds): short, so reaping is seen quickly; generous enough for a busy CPU.
+TEST_TIMEOUTS = ["--idle-timeout", "5", "--offer-timeout", "6", "--connect-timeout", "6", "--heartbeat-timeout", "5"]
+LOG_PROBLEMS = ("Traceback", "Task exception was never retrieved", "Task was destroyed but it is pending",
+                "ERROR")
+STARTUP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Server:
+    url: str  # e.g. http://127.0.0.1:41234/
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return self.url.rstrip("/")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base}/debug/state", timeout=10) as r:
+            return json.loads(r.read())
+
+    def wait_for(self, predicate: Any, timeout_s: float = 20.0, what: str = "condition") -> dict[str, Any]:
+        """Poll /debug/state until ``predicate(state)`` holds; fail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.state()
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                pytest.fail(f"server never reached: {what}; last state {state}")
+            time.sleep(0.2)
+
+    def wait_idle(self, timeout_s: float = 20.0) -> dict[str, Any]:
+        return self.wait_for(lambda s: s["sessions"] == s["reserved"] == s["ending"] == 0, timeout_s,
+                             "no live session")
+
+
+def start_server(log_path: Path, *args: str, echo_frame_ids: bool = True) -> Server:
+    env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", *args]
+    if echo_frame_ids:
+        cmd.append("--echo-frame-ids")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        m = re.search(r"serving on (http://\S+)", log_path.read_text(errors="replace"))
+        if m:
+            return Server(m.group(1), proc, log_path)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the server did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+            pytest.fail("the server did not stop within 20 s of SIGTERM")
+    log = server.log()
+    problems = [line for line in log.splitlines() if any(p in line for p in LOG_PROBLEMS)]
+    assert not problems, "server log shows problems:\n" + "\n".join(problems[:20]) + "\n---\n" + log[-4000:]
+
+
+def run(coro: Awaitable[T], timeout_s: float = 120.0) -> T:
+    """Run a coroutine to completion in a fresh event loop, with an overall timeout."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout_s)
+
+    return asyncio.run(bounded())
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """A YUV4MPEG2 (4:2:0) clip of RGB frames, for Chromium's --use-file-for-fake-video-capture."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420).tobytes())

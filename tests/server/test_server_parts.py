@@ -1,0 +1,131 @@
+"""The server's parts on their own: newest-frame slot, jitter buffer, rate limiter, frame ids, config, CLI."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import numpy as np
+import pytest
+from aiortc.rtp import RtpPacket
+
+from enliven.server._jitter import MarkerJitterBuffer
+from enliven.server.app import HttpError, check_offer_sdp
+from enliven.server.cli import add_serve_parser, config_from_args
+from enliven.server.client import read_id, stamp_id
+from enliven.server.config import ServerConfig
+from enliven.server.media import NewestSlot, SlotClosed
+from enliven.server.sessions import RateLimiter
+
+
+def test_newest_slot_keeps_only_the_newest() -> None:
+    async def go() -> tuple[list[int], int, int]:
+        slot: NewestSlot[int] = NewestSlot()
+        for i in range(10):
+            slot.put(i)
+        first = await slot.get()
+        waiter = asyncio.ensure_future(slot.get())
+        await asyncio.sleep(0)
+        slot.put(42)
+        second = await waiter
+        slot.close()
+        try:
+            await slot.get()
+            closed = 0
+        except SlotClosed:
+            closed = 1
+        return [first, second], slot.dropped, closed
+
+    got, dropped, closed = asyncio.run(go())
+    assert got == [9, 42] and dropped == 9 and closed == 1
+
+
+def _packet(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
+    p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=int(marker))
+    p._data = data  # type: ignore[attr-defined]
+    return p
+
+
+def test_marker_jitter_buffer_releases_a_frame_on_its_last_packet() -> None:
+    jb = MarkerJitterBuffer(capacity=128, is_video=True)
+    assert jb.add(_packet(10, 1000, False, b"a"))[1] is None
+    _, frame = jb.add(_packet(11, 1000, True, b"b"))
+    assert frame is not None and frame.data == b"ab" and frame.timestamp == 1000  # no wait for the next frame
+    # a lost marker: the next frame's first packet completes it (aiortc's behaviour)
+    jb.add(_packet(12, 2000, False, b"c"))
+    _, frame = jb.add(_packet(13, 3000, False, b"d"))
+    assert frame is not None and frame.data == b"c" and frame.timestamp == 2000
+    # padding-only packets are dropped, not handed to the decoder
+    _, frame = jb.add(_packet(14, 3000, True, b""))
+    assert frame is not None and frame.data == b"d"
+    _, frame = jb.add(_packet(15, 3000, True, b""))
+    assert frame is None
+
+
+def test_rate_limiter_bucket() -> None:
+    rl = RateLimiter(rate_per_min=60, burst=2)
+    assert rl.take("a") == 0 and rl.take("a") == 0
+    wait = rl.take("a")
+    assert 0 < wait <= 1.0
+    assert rl.take("b") == 0  # per address
+
+
+def test_frame_id_barcode_round_trip_survives_noise() -> None:
+    rng = np.random.default_rng(0)
+    for fid in (0, 1, 1234, 4095):
+        img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        stamp_id(img, fid)
+        noisy = np.clip(img.astype(np.int16) + rng.integers(-30, 30, img.shape), 0, 255).astype(np.uint8)
+        assert read_id(noisy) == fid
+    assert read_id(np.full((256, 256, 3), 128, np.uint8)) is None
+    assert read_id(np.zeros((8, 8, 3), np.uint8)) is None
+
+
+def test_offer_precheck_refuses_structure_it_cannot_serve() -> None:
+    config = ServerConfig()
+    good = ("v=0\r\na=fingerprint:sha-256 AB:CD\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\na=setup:actpass\r\n"
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+            "a=mid:1\r\n")
+    check_offer_sdp(good, config)
+    for bad in ("", "hello", good.replace("m=video", "m=audio"), good.replace("a=mid:1\r\n", ""),
+                good.replace("AB:CD", "nothex"), good + "m=video 9 x\r\na=mid:2\r\n"):
+        with pytest.raises(HttpError) as e:
+            check_offer_sdp(bad, config)
+        assert e.value.status == 400
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        ServerConfig(crop_size_px=300)
+    with pytest.raises(ValueError):
+        ServerConfig(heartbeat_interval_s=5, heartbeat_timeout_s=5)
+    with pytest.raises(ValueError):
+        ServerConfig(max_sessions=0)
+
+
+def test_serve_subcommand() -> None:
+    parser = argparse.ArgumentParser(prog="enliven")
+    sub = parser.add_subparsers(dest="command")
+    add_serve_parser(sub)
+    args = parser.parse_args(["serve"])
+    config = config_from_args(args)
+    assert (config.host, config.port, config.crop_size_px) == ("127.0.0.1", 8080, 256)
+    assert not config.debug_endpoints and not config.echo_frame_ids
+    assert callable(args.func)
+    args = parser.parse_args(["serve", "--port", "9000", "--max-sessions", "2", "--size", "512",
+                              "--allow-origin", "https://example.org"])
+    config = config_from_args(args)
+    assert (config.port, config.max_sessions, config.crop_size_px) == (9000, 2, 512)
+    assert config.allowed_origins == ("https://example.org",)
+
+
+def test_fps_hint_steps_down_under_overload_and_back_up() -> None:
+    from enliven.server.app import MIN_HINT_FPS, fps_hint
+
+    assert fps_hint(None, 30, 29) is None  # keeping up: no limit
+    assert fps_hint(None, 2, 0) is None  # no evidence
+    down = fps_hint(None, 30, 10)
+    assert down is not None and MIN_HINT_FPS <= down < 30
+    assert fps_hint(None, 30, 1) == MIN_HINT_FPS  # never below the floor
+    assert fps_hint(down, down, down) == down + 3  # keeping up at the limit: allow more
+    assert fps_hint(28, 28, 27) is None  # back to no limit
+    assert fps_hint(20, 12, 12) == 20  # the camera gives less than allowed: no change
