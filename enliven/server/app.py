@@ -44,12 +44,14 @@ from ._jitter import use_low_latency_jitter_buffer
 from .config import ServerConfig
 from .media import (
     AnimatedTrack,
+    DelayedAudioTrack,
     EngineSettings,
     NewestSlot,
     ProcessEngine,
     SessionEngine,
     ThreadEngine,
     drain,
+    median_server_delay_s,
     process,
 )
 from .pool import WorkerError, WorkerPool
@@ -480,8 +482,8 @@ def _wire(session: Session, pc: RTCPeerConnection, registry: Registry, config: S
             pc.addTrack(AnimatedTrack(session.outbox, session.stats))
             session.spawn(_drain_then_end(session, track, registry), "drain")
             session.spawn(_process_then_end(session, registry), "process")
-        elif track.kind == "audio":
-            pc.addTrack(track)  # the microphone comes back with the animated video
+        elif track.kind == "audio":  # the microphone comes back, delayed to stay in sync with the video
+            pc.addTrack(DelayedAudioTrack(track, lambda: median_server_delay_s(session.stats)))
 
     @pc.on("datachannel")
     def on_datachannel(ch: Any) -> None:

@@ -470,3 +470,40 @@ async def process(engine: SessionEngine, inbox: NewestSlot[InputFrame], outbox: 
             face_found = out.face_found
             on_face(face_found)
         outbox.put(out)
+
+
+class DelayedAudioTrack(MediaStreamTrack):
+    """The microphone, passed back late by as much as the video spends in the server.
+
+    The animated video leaves the server one processing time (landmarks, warp, encode queue)
+    after its webcam frame arrived; relaying the audio at once would put speech ahead of the
+    lips by that much (up to a few hundred ms under load). Each audio frame is held until it is
+    ``delay_s()`` old; when the delay shrinks, the held frames go out at once.
+    """
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack, delay_s: Callable[[], float], max_delay_s: float = 0.5) -> None:
+        super().__init__()
+        self._source = source
+        self._delay_s = delay_s
+        self._max_delay_s = max_delay_s
+        self._held: deque[tuple[float, av.AudioFrame]] = deque()
+
+    def _due(self) -> bool:
+        if not self._held:
+            return False
+        delay = min(max(self._delay_s(), 0.0), self._max_delay_s)
+        return time.monotonic() - self._held[0][0] >= delay
+
+    async def recv(self) -> av.AudioFrame:
+        while not self._due():
+            frame = await self._source.recv()  # MediaStreamError ends this track with its source
+            self._held.append((time.monotonic(), frame))
+        return self._held.popleft()[1]
+
+
+def median_server_delay_s(stats: FrameStats) -> float:
+    """Median time (s) from a webcam frame's arrival to its animated frame going to the encoder."""
+    values = list(stats.server_ms)[-30:]
+    return float(np.median(values)) / 1e3 if values else 0.0

@@ -129,3 +129,52 @@ def test_fps_hint_steps_down_under_overload_and_back_up() -> None:
     assert fps_hint(down, down, down) == down + 3  # keeping up at the limit: allow more
     assert fps_hint(28, 28, 27) is None  # back to no limit
     assert fps_hint(20, 12, 12) == 20  # the camera gives less than allowed: no change
+
+
+def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
+    from fractions import Fraction
+
+    import av
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from enliven.server.media import DelayedAudioTrack
+
+    class Tone(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        async def recv(self) -> av.AudioFrame:
+            await asyncio.sleep(0.02)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, self.n * 960, Fraction(1, 48000)
+            self.n += 1
+            return frame
+
+    delay = {"s": 0.12}
+
+    async def go() -> tuple[float, list[int], int]:
+        track = DelayedAudioTrack(Tone(), lambda: delay["s"])
+        t0 = loop_time()
+        first = await track.recv()
+        waited = loop_time() - t0
+        pts = [first.pts]
+        for _ in range(10):
+            pts.append((await track.recv()).pts)
+        delay["s"] = 0.0  # the video path got fast: the held frames go out at once
+        t1 = loop_time()
+        burst = 0
+        while loop_time() - t1 < 0.01:
+            await track.recv()
+            burst += 1
+        return waited, pts, burst
+
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    waited, pts, burst = asyncio.run(go())
+    assert waited >= 0.12  # the first sound waited as long as the video does
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)  # order kept, nothing repeated
+    assert burst >= 3
