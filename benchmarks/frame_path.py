@@ -22,7 +22,7 @@ from enliven.engine.animator import STAGES, Animator, AnimatorConfig
 from enliven.engine.defaults import builtin_photo
 from enliven.fixtures import driving_frames
 
-from .machine import machine_info
+from .machine import machine_info, write_results_section
 
 HERE = Path(__file__).resolve().parent
 WARMUP_FRAMES = 20
@@ -101,8 +101,7 @@ def markdown_table(results: list[dict[str, object]]) -> str:
 def _write_results_md(record: dict[str, object], table: str) -> None:
     """Replace the frame-path section of benchmarks/RESULTS.md, keeping the other sections."""
     m = record["machine"]
-    section = "\n".join([
-        "<!-- frame_path:start -->",
+    section = [
         "## Frame path, analytic mode (`enliven bench`)",
         "",
         f"Recorded {record['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}; "  # type: ignore[index]
@@ -113,14 +112,5 @@ def _write_results_md(record: dict[str, object], table: str) -> None:
         "",
         table,
         "",
-        "<!-- frame_path:end -->",
-    ])
-    path = HERE / "RESULTS.md"
-    header = "# Benchmark results\n\nWritten by the benchmarks; do not edit by hand.\n"
-    text = path.read_text() if path.exists() else header
-    start, end = "<!-- frame_path:start -->", "<!-- frame_path:end -->"
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    ]
+    write_results_section("frame_path", section)

@@ -33,7 +33,7 @@ import psutil
 from enliven.fixtures import driving_frames
 from enliven.server.client import LoopbackClient
 
-from .machine import machine_info
+from .machine import machine_info, write_results_section
 
 HERE = Path(__file__).resolve().parent
 WARMUP_S = 5.0
@@ -262,8 +262,7 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
     m = record["machine"]
     first = record["results"][0]
     loads = ", ".join(f"{r['sessions']}: {r['load_average_before'][0]}" for r in record["results"])
-    section = "\n".join([
-        "<!-- load:start -->",
+    section = [
         "## Concurrent sessions over WebRTC on loopback (`python -m benchmarks.load`)",
         "",
         f"Recorded {record['date']} from {record.get('source', 'unknown')} on {m['cpu']}, {m['cores']} cores, "
@@ -283,17 +282,8 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
         "",
         table,
         "",
-        "<!-- load:end -->",
-    ])
-    path = HERE / "RESULTS.md"
-    text = (path.read_text() if path.exists()
-            else "# Benchmark results\n\nWritten by the benchmarks; do not edit by hand.\n")
-    start, end = "<!-- load:start -->", "<!-- load:end -->"
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    ]
+    write_results_section("load", section)
 
 
 def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 30.0, size: int = 256,
