@@ -1,5 +1,7 @@
 """Frame-path benchmark: per-stage milliseconds (p50/p95) and end-to-end frames per second.
 
+Both engines: analytic (warp only) and trained (the shipped refiner, run by torch for now).
+
 Drives the built-in photo with a 640x480 "webcam" clip the project makes itself (see
 enliven.fixtures), through the real stages: MediaPipe landmarks (tracking mode), motion,
 warp, generator (none in analytic mode), paste-back, and VP8 encoding of the output frame
@@ -69,13 +71,14 @@ def bench_config(config: AnimatorConfig, frames: int) -> dict[str, object]:
                 per_stage["total"].append((t2 - t0) * 1e3)
     stats = {s: _stats(v) for s, v in per_stage.items()}
     fps = 1000.0 / stats["total"]["mean_ms"]
-    return {"crop_size_px": config.crop_size_px, "output": config.output, "mode": "analytic",
+    return {"crop_size_px": config.crop_size_px, "output": config.output, "mode": config.generator,
             "frames": frames, "warmup": WARMUP_FRAMES, "stages": stats, "fps": round(fps, 1)}
 
 
 def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = False) -> list[dict[str, object]]:
     """Benchmark each crop size; print a table; with ``write``, record JSON and Markdown."""
-    results = [bench_config(replace(AnimatorConfig(), crop_size_px=s), frames) for s in sizes]
+    results = [bench_config(replace(AnimatorConfig(), crop_size_px=s, generator=engine), frames)
+               for engine in ("analytic", "trained") for s in sizes]
     table = markdown_table(results)
     print(table)
     if write:
@@ -89,12 +92,12 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
 
 def markdown_table(results: list[dict[str, object]]) -> str:
     cols = (*STAGES, "encode", "total")
-    lines = ["| crop | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | fps |",
-             "|---|" + "---|" * (len(cols) + 1)]
+    lines = ["| engine | crop | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | fps |",
+             "|---|---|" + "---|" * (len(cols) + 1)]
     for r in results:
         st = r["stages"]  # type: ignore[index]
         cells = " | ".join(f"{st[c]['p50_ms']:.2f} / {st[c]['p95_ms']:.2f}" for c in cols)
-        lines.append(f"| {r['crop_size_px']} | {cells} | {r['fps']} |")
+        lines.append(f"| {r['mode']} | {r['crop_size_px']} | {cells} | {r['fps']} |")
     return "\n".join(lines)
 
 
@@ -102,7 +105,7 @@ def _write_results_md(record: dict[str, object], table: str) -> None:
     """Replace the frame-path section of benchmarks/RESULTS.md, keeping the other sections."""
     m = record["machine"]
     section = [
-        "## Frame path, analytic mode (`enliven bench`)",
+        "## Frame path, analytic and trained (`enliven bench`)",
         "",
         f"Recorded {record['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}; "  # type: ignore[index]
         f"versions {json.dumps(m['versions'])}.",  # type: ignore[index]

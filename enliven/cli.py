@@ -1,4 +1,4 @@
-"""The ``enliven`` command line: serve, animate, bench.
+"""The ``enliven`` command line: serve, animate, bench, train, evaluate.
 
 With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4
 (``bash run.sh`` with no arguments starts the server instead).
@@ -23,7 +23,8 @@ def _cmd_animate(args: argparse.Namespace) -> int:
     from .engine.animator import AnimatorConfig
     from .engine.motion import TransferMode
 
-    config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind)
+    config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
+                            generator=args.engine)
     output = Path(args.output or DEFAULT_DEMO_OUTPUT)
     if args.driving is None:
         report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(mode="relative")
     p.add_argument("--crop", dest="output_kind", action="store_const", const="crop", default="photo",
                    help="write the animated face crop instead of the whole photo")
+    p.add_argument("--engine", choices=("trained", "analytic"), default="trained",
+                   help="trained: the shipped learned generator refines the warp (default); analytic: warp only")
     p.add_argument("--strip", default=None, help="also save a PNG strip source | driver | output here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_animate)
@@ -77,9 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results JSON")
     b.set_defaults(func=_cmd_bench)
 
+    from .engine.train.cli import add_evaluate_parser, add_train_parser
     from .server.cli import add_serve_parser
 
     add_serve_parser(sub)
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

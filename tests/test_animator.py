@@ -14,7 +14,7 @@ def turned(points: np.ndarray, yaw: float) -> np.ndarray:
 
 @pytest.fixture()
 def animator(astronaut):
-    with Animator(AnimatorConfig(output="crop")) as a:
+    with Animator(AnimatorConfig(output="crop", generator="analytic")) as a:
         a.prepare(astronaut)
         yield a
 
@@ -24,6 +24,15 @@ def test_zero_motion_gives_back_the_source_crop(animator, astronaut_face):
         out = animator.step_landmarks(astronaut_face.landmarks, t=i / 30)
     assert out.shape == (256, 256, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - animator.source.crop).mean() < 1.0
+
+
+def test_trained_mode_stays_close_to_the_source_at_zero_motion(astronaut, astronaut_face):
+    with Animator(AnimatorConfig(output="crop")) as a:  # the default: the shipped refiner
+        a.prepare(astronaut)
+        for i in range(3):
+            out = a.step_landmarks(astronaut_face.landmarks, t=i / 30)
+        assert a.last.timings_ms["generator"] > 0
+        assert np.abs(out.astype(int) - a.source.crop).mean() < 3.0
 
 
 def test_face_lost_eases_to_neutral_and_returns_without_a_jump(animator, astronaut_face):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from .errors import ShapeError
 from .landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
 from .motion import DriverReference, FaceState, Motion, MotionGains, TransferMode, measure_motion, retarget
 from .warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+
+if TYPE_CHECKING:
+    from .generator import GeneratorRunner
 
 STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
 
@@ -35,10 +39,14 @@ class AnimatorConfig:
     lost_ease_s: float = 0.15  # time constant of the ease back to neutral when the face is lost (~95% in 0.45 s)
     regain_s: float = 0.25  # after the face returns, motion blends in over this long (no jump)
     fps: float = 30.0  # assumed frame rate when step() is given no timestamp
+    generator: str = "trained"  # "trained": the shipped learned generator refines the warp; "analytic": none
+    generator_weights: str | None = None  # a generator weights file to use instead of the shipped one
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in (128, 256, 384, 512):
             raise ValueError(f"crop_size_px must be 128, 256, 384 or 512; got {self.crop_size_px}")
+        if self.generator not in ("trained", "analytic"):
+            raise ValueError(f"generator must be 'trained' or 'analytic'; got {self.generator!r}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Animator:
         self.config = config or AnimatorConfig()
         self.canonical = load_canonical().points
         self._tracker: LandmarkTracker | None = None
+        self._refiner: GeneratorRunner | None = None
         self.source: Source | None = None
         self.last = StepInfo()
         self._reset_motion()
@@ -90,10 +99,21 @@ class Animator:
         self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points))
         self._warper = Warper(points, size, self.config.warp)
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
+        if self.config.generator == "trained":
+            if self._refiner is None:
+                from .generator import GeneratorRunner, load_generator  # torch only when a model is used
+
+                weights = self.config.generator_weights
+                self._refiner = GeneratorRunner(load_generator(path=Path(weights) if weights else None))
+            self._refiner.prepare(face_crop)  # the source encoder runs once per photo
         self._reset_motion()
         return self.source
 
     # --- driving ----------------------------------------------------------------------------
+    def set_mode(self, mode: TransferMode) -> None:
+        """Switch relative/absolute transfer live, keeping the driver's calibrated reference."""
+        self.config = replace(self.config, mode=TransferMode(mode))
+
     def reset_reference(self) -> None:
         """Take the driver's next frames as its new neutral reference (a 'calibrate' button)."""
         self._reference.reset()
@@ -143,7 +163,9 @@ class Animator:
         out = self._warper.warp(self.source.crop, driven)
         fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)
         t2 = time.perf_counter()
-        t3 = time.perf_counter()  # the learned generator plugs in here
+        if self._refiner is not None:
+            out = self._refiner.refine(out, driven)
+        t3 = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)
         t4 = time.perf_counter()

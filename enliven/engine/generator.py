@@ -1,0 +1,408 @@
+"""The learned generator: a small refiner that turns the analytic warp into a realistic face.
+
+Two parts, so the photo's side runs once per photo and only the cheap part runs per frame:
+
+    source crop (1, 3, R, R) --SourceEncoder (once per photo)--> code (1, C)
+    warped crop (1, 3, R, R) + landmark drawing (1, 3, R, R) + face gate (1, 1, R, R) + code
+        --RefinerDecoder (per frame)--> delta (1, 3, R, R), mask (1, 1, R, R)
+
+R is the refiner's resolution (128 by default). The decoder is a small U-Net whose levels are
+modulated by the source code (FiLM: per-channel scale and shift), so it knows the person's skin,
+lips and teeth even where the warp shows none. It predicts a residual RGB (tanh) and a blend
+mask bounded to [MASK_MIN, MASK_MAX] (an unbounded mask collapses to 0 = "keep the warp"),
+and the result is gated to the face: ``delta = gate * mask * (clamp(warp + residual) - warp)``.
+The caller adds ``delta`` (upsampled to the crop's own size) to the full-resolution warp, so
+the refiner's cost does not grow with the output size.
+
+Images are float32 in [0, 1], NCHW, RGB. Only plain convolutions, resizes and element-wise ops:
+the graph exports to ONNX (no 5-D grid_sample, no matrix inverse).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import topology as topo
+from .errors import ModelFileError, ShapeError
+from .render import draw_landmarks
+
+log = logging.getLogger(__name__)
+
+MASK_MIN, MASK_MAX = 0.02, 0.98  # bounds of the blend mask
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of a refiner (what a checkpoint must match to be loaded)."""
+
+    resolution_px: int = 128  # side of the refiner's input and output, pixels
+    widths: tuple[int, ...] = (12, 24, 48, 96)  # decoder U-Net channels per level (level i at R / 2**i)
+    bottleneck: int = 128  # channels at the lowest level (R / 2**len(widths))
+    code_dim: int = 64  # length of the source code
+    encoder_widths: tuple[int, ...] = (16, 32, 64, 96, 128)  # source encoder, stride 2 each
+    residual_scale: float = 1.0  # tanh residual times this, image units
+
+    def __post_init__(self) -> None:
+        if self.resolution_px % (2 ** len(self.widths)):
+            raise ValueError(f"resolution_px {self.resolution_px} must be divisible by 2**{len(self.widths)}")
+
+
+class GeneratorOutput(NamedTuple):
+    delta: torch.Tensor  # (N, 3, R, R) float32, what to add to the warp, image units
+    mask: torch.Tensor  # (N, 1, R, R) float32 in [MASK_MIN, MASK_MAX], before the face gate
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True))
+
+
+class SourceEncoder(nn.Module):
+    """Source crop (N, 3, R, R) in [0, 1] -> code (N, code_dim). Run once per photo."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for w in cfg.encoder_widths:
+            layers += [_conv(cin, w, 2), _conv(w, w)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin * 2, cfg.code_dim)
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        f = self.features(source * 2 - 1)
+        pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled)
+
+
+class _Film(nn.Module):
+    """Per-channel scale and shift from the source code: x * (1 + g) + b."""
+
+    def __init__(self, code_dim: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(code_dim, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        g, b = self.linear(code).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return x * (1 + g) + b
+
+
+class RefinerDecoder(nn.Module):
+    """Per-frame part: (warp, drawing, gate, code) -> GeneratorOutput. See the module docstring."""
+
+    IN_CHANNELS = 6  # warped RGB + 3-channel landmark drawing
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = list(cfg.widths)
+        self.stem = _conv(self.IN_CHANNELS, w[0])
+        self.down = nn.ModuleList()
+        self.enc = nn.ModuleList()
+        for i in range(len(w)):
+            cout = w[i + 1] if i + 1 < len(w) else cfg.bottleneck
+            self.down.append(_conv(w[i], cout, 2))
+            self.enc.append(_conv(cout, cout))
+        self.films = nn.ModuleList([_Film(cfg.code_dim, cfg.bottleneck)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(w))):
+            cin = (w[i + 1] if i + 1 < len(w) else cfg.bottleneck) + w[i]
+            self.up.append(nn.Sequential(_conv(cin, w[i]), _conv(w[i], w[i])))
+            self.films.append(_Film(cfg.code_dim, w[i]))
+        self.head = nn.Conv2d(w[0], 4, 3, 1, 1)
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, warped: torch.Tensor, drawing: torch.Tensor, gate: torch.Tensor,
+                code: torch.Tensor) -> GeneratorOutput:
+        x = self.stem(torch.cat([warped * 2 - 1, drawing * 2 - 1], dim=1))
+        skips = [x]
+        for down, enc in zip(self.down, self.enc):
+            x = enc(down(x))
+            skips.append(x)
+        x = self.films[0](skips.pop(), code)
+        for up, film in zip(self.up, self.films[1:]):
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = film(up(torch.cat([x, skip], dim=1)), code)
+        h = self.head(x)
+        residual = torch.tanh(h[:, :3]) * self.cfg.residual_scale
+        mask = MASK_MIN + (MASK_MAX - MASK_MIN) * torch.sigmoid(h[:, 3:4])
+        refined = torch.clamp(warped + residual, 0.0, 1.0)
+        return GeneratorOutput(gate * mask * (refined - warped), mask)
+
+
+class Refiner(nn.Module):
+    """Source encoder + per-frame decoder. ``forward`` runs both (training); inference caches the code."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = SourceEncoder(cfg)
+        self.decoder = RefinerDecoder(cfg)
+
+    def forward(self, source: torch.Tensor, warped: torch.Tensor, drawing: torch.Tensor,
+                gate: torch.Tensor) -> GeneratorOutput:
+        """Args: source, warped, drawing (N, 3, R, R), gate (N, 1, R, R), all float32 in [0, 1]."""
+        return self.decoder(warped, drawing, gate, self.encoder(source))
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A registered generator: its architecture and where its shipped weights are (if any)."""
+
+    name: str
+    config: GeneratorConfig
+    weights: str | None = None  # file name in engine/weights/ (its sha256 beside it, <name>.sha256); None = none
+    notes: str = ""
+
+
+_REGISTRY: dict[str, GeneratorSpec] = {}
+
+
+def register(spec: GeneratorSpec) -> GeneratorSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
+                       notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
+register(GeneratorSpec("refiner32-test", GeneratorConfig(resolution_px=32, widths=(8, 16), bottleneck=16, code_dim=8,
+                                                         encoder_widths=(8, 16)),
+                       notes="for tests and smoke runs: 32 px, a few thousand parameters"))
+
+
+def list_generators() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def generator_spec(name: str) -> GeneratorSpec:
+    """The registered spec ``name``. Raises ValueError listing the choices for an unknown name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(list_generators())}") from None
+
+
+def create_generator(name: str, **overrides: object) -> Refiner:
+    """A new (untrained) generator of architecture ``name``, fields of its config overridden.
+
+    Raises: ValueError for an unknown name or an unknown config field.
+    """
+    spec = generator_spec(name)
+    fields = set(asdict(spec.config))
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown generator config field(s) {sorted(unknown)}; known: {sorted(fields)}")
+    cfg = replace(spec.config, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    return Refiner(cfg)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None) -> str:
+    """Write a small weights file (fp16 state dict + config + name) and ``<path>.sha256``; returns the sha256."""
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"name": name, "config": asdict(model.config), "state_dict": state, "meta": meta or {}}, path)
+    digest = sha256_file(path)
+    Path(path).with_suffix(".sha256").write_text(f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+def load_generator(name: str | None = None, path: Path | None = None) -> Refiner:
+    """A trained generator in eval mode: the shipped weights of ``name``, or a weights file ``path``.
+
+    Raises: ModelFileError when the file is missing, corrupt, of another architecture or fails its sha256.
+    """
+    if path is None:
+        spec = generator_spec(name or DEFAULT_GENERATOR)
+        if spec.weights is None:
+            raise ModelFileError(f"generator {spec.name!r} has no shipped weights")
+        path = WEIGHTS_DIR / spec.weights
+        if not path.exists():
+            raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
+        digest_file = path.with_suffix(".sha256")
+        if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
+            raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
+                                 "reinstall enliven")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
+        model = Refiner(GeneratorConfig(**cfg_dict))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except FileNotFoundError as e:
+        raise ModelFileError(f"weights file {path} not found") from e
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ModelFileError(f"weights file {path} is not a valid enliven generator ({e})") from e
+    return model.eval()
+
+
+DEFAULT_GENERATOR = "refiner128"
+
+
+# --- inputs shared by training, evaluation and the runtime -----------------------------------------
+
+def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Landmarks in pixels of an image resized by ``factor`` (pixel-centre convention of cv2.resize).
+
+    Args: points (..., D) float, pixels; only x and y (and z, scaled like them) change.
+    """
+    out = np.asarray(points, np.float64).copy()
+    out[..., :2] = (out[..., :2] + 0.5) * factor - 0.5
+    if out.shape[-1] > 2:
+        out[..., 2] = out[..., 2] * factor
+    return out
+
+
+FACE_GATE_SCALE = 1.12  # the gate covers the face oval grown by this about its centre
+FACE_GATE_BLUR = 0.04  # feather of the gate, fraction of the side
+
+
+def face_gate(points: np.ndarray, size_px: int) -> np.ndarray:
+    """Where the refiner may act: the face oval grown a little, feathered. (S, S) float32 in [0, 1].
+
+    Args: points (478, 2|3) pixels of the (S, S) image.
+    """
+    oval = np.asarray(points, np.float64)[topo.FACE_OVAL, :2]
+    centre = oval.mean(axis=0)
+    poly = centre + (oval - centre) * FACE_GATE_SCALE
+    mask = np.zeros((size_px, size_px), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    k = max(3, int(round(FACE_GATE_BLUR * size_px)) | 1)
+    return cv2.GaussianBlur(mask, (k, k), 0).astype(np.float32) / 255.0
+
+
+class RefinerInputs(NamedTuple):
+    """The refiner's per-frame inputs at its resolution R, as numpy (HWC) images."""
+
+    warped: np.ndarray  # (R, R, 3) uint8
+    drawing: np.ndarray  # (R, R, 3) uint8
+    gate: np.ndarray  # (R, R) float32 in [0, 1]
+    points: np.ndarray  # (478, 3) float64, driven landmarks in R pixels
+
+
+def refiner_inputs(warped_crop: np.ndarray, driven_points: np.ndarray, resolution_px: int) -> RefinerInputs:
+    """Bring a warped crop (S, S, 3) uint8 and its driven landmarks (478, 3) crop pixels to the refiner.
+
+    The same function makes the training pairs and the runtime's inputs, so both see the same pixels.
+    """
+    if warped_crop.ndim != 3 or warped_crop.shape[0] != warped_crop.shape[1] or warped_crop.shape[2] != 3:
+        raise ShapeError(f"expected a square (S, S, 3) crop; got {warped_crop.shape}")
+    s = warped_crop.shape[0]
+    r = resolution_px
+    small = warped_crop if s == r else cv2.resize(warped_crop, (r, r), interpolation=cv2.INTER_AREA)
+    pts = scale_points(driven_points, r / s)
+    return RefinerInputs(small, draw_landmarks(pts, r), face_gate(pts, r), pts)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 or (H, W) float -> (1, C, H, W) float32 in [0, 1]."""
+    a = np.asarray(image)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.ndim == 2:
+        t = t[..., None]
+    t = t.permute(2, 0, 1)[None]
+    return t.float() / 255.0 if a.dtype == np.uint8 else t.float()
+
+
+class _Threads:
+    """Run torch with ``n`` intra-op threads inside the block, then restore (a process-wide setting)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        if self.n != self.saved:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+
+
+@dataclass
+class GeneratorRunner:
+    """Runs a trained refiner on frames of one photo (torch backend; the source code is cached).
+
+    ``prepare(source_crop)`` once per photo, then ``refine(warped_crop, driven_points)`` per frame.
+    ``threads``: torch threads per call. One by default: the 128 px decoder gains little from a
+    second thread, and on a busy 2-core machine a second torch thread waiting for a descheduled
+    partner made calls ~100x slower (measured: 12 ms with 1 thread, 900 ms with 2).
+    """
+
+    model: Refiner
+    threads: int = 1
+    _code: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        self.resolution_px = self.model.config.resolution_px
+
+    def prepare(self, source_crop: np.ndarray) -> None:
+        """Encode the source crop (S, S, 3) uint8 once."""
+        r = self.resolution_px
+        small = cv2.resize(source_crop, (r, r), interpolation=cv2.INTER_AREA) if source_crop.shape[0] != r \
+            else source_crop
+        with torch.inference_mode(), _Threads(self.threads):
+            self._code = self.model.encoder(to_tensor(small))
+
+    def refine(self, warped_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
+        """The refined crop (S, S, 3) uint8: warp + the refiner's delta upsampled to S."""
+        if self._code is None:
+            raise RuntimeError("call prepare(source_crop) before refine()")
+        inp = refiner_inputs(warped_crop, driven_points, self.resolution_px)
+        with torch.inference_mode(), _Threads(self.threads):
+            out = self.model.decoder(to_tensor(inp.warped), to_tensor(inp.drawing), to_tensor(inp.gate), self._code)
+        delta = out.delta[0].permute(1, 2, 0).numpy()
+        return apply_delta(warped_crop, delta)
+
+
+def apply_delta(warped_crop: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8."""
+    s = warped_crop.shape[0]
+    if delta.shape[0] != s:
+        delta = cv2.resize(delta, (s, s), interpolation=cv2.INTER_LINEAR)
+    return np.clip(warped_crop.astype(np.float32) + delta * 255.0, 0, 255).astype(np.uint8)
+
+
+def count_flops(model: Refiner, batch: int = 1) -> tuple[int, int]:
+    """(decoder FLOPs per frame, encoder FLOPs per photo), counted by torch (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    r = model.config.resolution_px
+    x = torch.zeros(batch, 3, r, r)
+    g = torch.zeros(batch, 1, r, r)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as enc:
+            code = model.encoder(x)
+        with FlopCounterMode(display=False) as dec:
+            model.decoder(x, x, g, code)
+    return dec.get_total_flops() // batch, enc.get_total_flops() // batch
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+

@@ -1,0 +1,204 @@
+"""The learned generator: factory, shapes, bounds, gating, weights files, ONNX export, runtime inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from enliven.engine import generator as gen
+from enliven.engine.canonical import load_canonical
+from enliven.engine.errors import ModelFileError
+
+
+def face_points(size_px: int) -> np.ndarray:
+    """A plausible (478, 3) face in an (S, S) crop: the canonical face, eyes ~S/5 apart, centred."""
+    pts = load_canonical().points.copy()
+    pts *= size_px / 5.0
+    pts[:, :2] += [size_px / 2, size_px * 0.55]
+    return pts
+
+
+def inputs(model: gen.Refiner, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    r = model.config.resolution_px
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, r, r, generator=g), torch.rand(n, 3, r, r, generator=g),
+            torch.rand(n, 3, r, r, generator=g), torch.ones(n, 1, r, r))
+
+
+def test_factory_rejects_unknown_names_and_fields() -> None:
+    with pytest.raises(ValueError, match="refiner128"):
+        gen.create_generator("no-such-net")
+    with pytest.raises(ValueError, match="unknown generator config field"):
+        gen.create_generator("refiner32-test", depth=3)
+    m = gen.create_generator("refiner32-test", code_dim=4)
+    assert m.config.code_dim == 4
+    assert "refiner128" in gen.list_generators()
+
+
+def test_output_shapes_and_ranges() -> None:
+    m = gen.create_generator("refiner32-test").eval()
+    source, warped, drawing, gate = inputs(m)
+    with torch.no_grad():
+        out = m(source, warped, drawing, gate)
+    assert out.delta.shape == (2, 3, 32, 32) and out.mask.shape == (2, 1, 32, 32)
+    assert out.delta.dtype == torch.float32
+    # the refined image stays inside [0, 1]
+    refined = warped + out.delta
+    assert refined.min() >= -1e-6 and refined.max() <= 1 + 1e-6
+
+
+def test_mask_bounds_hold_for_extreme_activations() -> None:
+    m = gen.create_generator("refiner32-test").eval()
+    for bias in (-1e4, 1e4):
+        with torch.no_grad():
+            m.decoder.head.bias[3] = bias
+            out = m(*inputs(m))
+        assert float(out.mask.min()) >= gen.MASK_MIN - 1e-6
+        assert float(out.mask.max()) <= gen.MASK_MAX + 1e-6
+
+
+def test_delta_is_zero_outside_the_gate() -> None:
+    m = gen.create_generator("refiner32-test").eval()
+    with torch.no_grad():
+        m.decoder.head.weight.normal_(std=0.5)
+    source, warped, drawing, gate = inputs(m)
+    gate[:, :, :, :16] = 0
+    with torch.no_grad():
+        out = m(source, warped, drawing, gate)
+    assert float(out.delta[..., :16].abs().max()) == 0.0
+    assert float(out.delta[..., 16:].abs().max()) > 0.0
+
+
+def test_encoder_runs_once_and_decoder_reuses_the_code() -> None:
+    m = gen.create_generator("refiner32-test").eval()
+    source, warped, drawing, gate = inputs(m)
+    with torch.no_grad():
+        code = m.encoder(source)
+        split = m.decoder(warped, drawing, gate, code)
+        joint = m(source, warped, drawing, gate)
+    assert code.shape == (2, m.config.code_dim)
+    torch.testing.assert_close(split.delta, joint.delta)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    m = gen.create_generator("refiner32-test")
+    with torch.no_grad():
+        m.decoder.head.weight.normal_(std=0.1)
+        for film in m.decoder.films:
+            film.linear.weight.normal_(std=0.1)
+    out = m(*inputs(m))
+    out.delta.square().sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_weights_round_trip_and_bad_files(tmp_path) -> None:
+    m = gen.create_generator("refiner32-test").eval()
+    path = tmp_path / "w.pt"
+    digest = gen.save_weights(m, path, "refiner32-test", {"step": 3})
+    assert digest == gen.sha256_file(path) and len(digest) == 64
+    loaded = gen.load_generator(path=path)
+    x = inputs(m)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*x).delta, m(*x).delta, atol=2e-3, rtol=0)  # fp16 storage
+    with pytest.raises(ModelFileError):
+        gen.load_generator(path=tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError):
+        gen.load_generator(path=tmp_path / "bad.pt")
+
+
+def test_flops_and_parameters_of_the_shipped_architecture() -> None:
+    m = gen.create_generator("refiner128")
+    dec, enc = gen.count_flops(m)
+    assert 0.5e9 < dec < 1.3e9  # about 1 GFLOP per frame (2 FLOPs per multiply-add)
+    assert enc < 0.3e9
+    assert gen.count_params(m) < 2_000_000
+
+
+def test_decoder_exports_to_onnx_and_matches_torch(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    m = gen.create_generator("refiner32-test").eval()
+    with torch.no_grad():
+        m.decoder.head.weight.normal_(std=0.1)
+    source, warped, drawing, gate = inputs(m, n=1)
+    with torch.no_grad():
+        code = m.encoder(source)
+        ref = m.decoder(warped, drawing, gate, code)
+    path = tmp_path / "dec.onnx"
+    torch.onnx.export(m.decoder, (warped, drawing, gate, code), str(path), opset_version=17, dynamo=False,
+                      input_names=["warped", "drawing", "gate", "code"], output_names=["delta", "mask"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    delta, mask = sess.run(None, {"warped": warped.numpy(), "drawing": drawing.numpy(), "gate": gate.numpy(),
+                                  "code": code.numpy()})
+    np.testing.assert_allclose(delta, ref.delta.numpy(), atol=1e-5)
+    np.testing.assert_allclose(mask, ref.mask.numpy(), atol=1e-5)
+
+
+def test_scale_points_follows_the_resize_pixel_centres() -> None:
+    pts = np.array([[-0.5, -0.5, 2.0], [255.5, 255.5, 4.0], [127.5, 63.5, 0.0]])
+    half = gen.scale_points(pts, 0.5)
+    np.testing.assert_allclose(half, [[-0.5, -0.5, 1.0], [127.5, 127.5, 2.0], [63.5, 31.5, 0.0]])
+
+
+def test_refiner_inputs_and_runner() -> None:
+    pts = face_points(256)
+    crop = np.full((256, 256, 3), 120, np.uint8)
+    inp = gen.refiner_inputs(crop, pts, 32)
+    assert inp.warped.shape == (32, 32, 3) and inp.drawing.shape == (32, 32, 3)
+    assert inp.gate.shape == (32, 32) and 0.0 <= inp.gate.min() and inp.gate.max() <= 1.0
+    assert inp.gate[19, 16] > 0.9 and inp.gate[0, 0] == 0.0  # inside the face / a corner
+    runner = gen.GeneratorRunner(gen.create_generator("refiner32-test"))
+    with pytest.raises(RuntimeError):
+        runner.refine(crop, pts)
+    runner.prepare(crop)
+    out = runner.refine(crop, pts)
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    with pytest.raises(gen.ShapeError):
+        gen.refiner_inputs(crop[:, :100], pts, 32)
+
+
+# --- in the Animator ------------------------------------------------------------------------------------
+
+def test_animator_config_rejects_unknown_generator_modes() -> None:
+    from enliven.engine.animator import AnimatorConfig
+
+    with pytest.raises(ValueError, match="analytic"):
+        AnimatorConfig(generator="magic")
+
+
+def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) -> None:
+    from enliven.engine.animator import Animator, AnimatorConfig
+
+    outs = {}
+    for mode in ("analytic", "trained"):
+        with Animator(AnimatorConfig(output="crop", generator=mode)) as anim:
+            anim.prepare(astronaut)
+            assert (anim._refiner is None) == (mode == "analytic")
+            for k in range(3):
+                outs[mode] = anim.step_landmarks(astronaut_face.landmarks, t=k / 30)
+            driven = anim.last.driven_points
+    a, t = outs["analytic"].astype(int), outs["trained"].astype(int)
+    assert a.shape == t.shape == (256, 256, 3)
+    gate = gen.face_gate(driven, 256)
+    outside = gate == 0
+    assert np.abs(a - t)[outside].max() <= 1  # only rounding outside the face
+    assert np.abs(a - t)[gate > 0.5].mean() > 0.0
+
+
+def test_animator_reports_a_missing_weights_file(astronaut, tmp_path) -> None:
+    from enliven.engine.animator import Animator, AnimatorConfig
+
+    anim = Animator(AnimatorConfig(generator_weights=str(tmp_path / "none.pt")))
+    with pytest.raises(ModelFileError):
+        anim.prepare(astronaut)
+
+
+def test_shipped_weights_load_and_match_their_sha256() -> None:
+    spec = gen.generator_spec(gen.DEFAULT_GENERATOR)
+    assert spec.weights is not None
+    path = gen.WEIGHTS_DIR / spec.weights
+    assert path.stat().st_size < 5_000_000  # small enough to commit
+    assert (gen.WEIGHTS_DIR / "refiner128.md").exists()  # its data card
+    model = gen.load_generator()
+    assert model.config.resolution_px == 128 and not model.training
