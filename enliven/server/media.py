@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from enliven.engine.animator import Animator
 from enliven.engine.motion import TransferMode
 
+from .photos import PhotoCounter
 from .pool import WorkerError
 from .worker import ECHO_ROWS, animator_config, stamp_disclosure
 
@@ -114,23 +113,6 @@ class EngineSettings:
 
     def public(self) -> dict[str, object]:
         return {"size": self.crop_size_px, "mode": self.mode.value, "engine": self.engine}
-
-
-class PhotoCounter:
-    """Counts source photo arrays still alive in memory (a weakref finalizer per photo)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.alive = 0
-
-    def track(self, photo: np.ndarray) -> None:
-        with self._lock:
-            self.alive += 1
-        weakref.finalize(photo, self._gone)
-
-    def _gone(self) -> None:
-        with self._lock:
-            self.alive -= 1
 
 
 class SessionEngine:

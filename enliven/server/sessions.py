@@ -23,7 +23,8 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from .config import ServerConfig
-from .media import FrameStats, InputFrame, NewestSlot, OutputFrame, PhotoCounter, SessionEngine
+from .media import FrameStats, InputFrame, NewestSlot, OutputFrame, SessionEngine
+from .photos import PhotoCounter
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,16 @@ collects garbage, and the reply says how many photos the worker still holds.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import threading
 import time
-import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
+
+from .photos import PhotoCounter
 
 logger = logging.getLogger(__name__)
 
@@ -92,21 +91,10 @@ class _Worker:
 
         self.builtin = builtin_photo()
         self.sessions: dict[str, _Held] = {}
-        self._alive = 0
-        self._lock = threading.Lock()
-
-    def _track(self, photo: np.ndarray) -> None:
-        with self._lock:
-            self._alive += 1
-        weakref.finalize(photo, self._gone)
-
-    def _gone(self) -> None:
-        with self._lock:
-            self._alive -= 1
+        self._photos = PhotoCounter()
 
     def photos_alive(self) -> int:
-        gc.collect()
-        return self._alive
+        return self._photos.collected()
 
     def warm_up(self) -> None:
         with _new_animator(256, "relative", "analytic") as a:
@@ -131,7 +119,7 @@ class _Worker:
         except EnlivenError as e:
             animator.close()
             return ("refused", e.code, str(e))
-        self._track(photo)
+        self._photos.track(photo)
         self.sessions[sid] = _Held(animator, photo, size, mode, engine)
         return ("ok", int(source.face.face_count))
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import topology as topo
 from ..errors import ModelFileError
-from .losses import crop_boxes, same_pad
+from .losses import crop_boxes, same_pad, square_boxes
 
 FACENET_INPUT_PX = 160  # FaceNet's training input size
 
@@ -295,11 +295,7 @@ def prewhiten(x: torch.Tensor) -> torch.Tensor:
 
 def face_boxes(points: torch.Tensor, grow: float = 1.1) -> torch.Tensor:
     """Square face boxes (N, 4) from landmarks (N, 478, 2|3): the oval's box grown ``grow``, eyes to chin."""
-    oval = points[:, topo.FACE_OVAL, :2]
-    lo, hi = oval.amin(1), oval.amax(1)
-    c = (lo + hi) / 2
-    half = (hi - lo).amax(1, keepdim=True) * grow / 2
-    return torch.cat([c - half, c + half], dim=1)
+    return square_boxes(points, topo.FACE_OVAL, grow)
 
 
 class IdentityLoss(nn.Module):

@@ -200,29 +200,27 @@ def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size_px: int) -> torch
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def square_boxes(points: torch.Tensor, indices: object, grow: float) -> torch.Tensor:
+    """Square boxes (N, 4) x0, y0, x1, y1 around landmarks ``indices`` of (N, 478, 2|3), ``grow`` x their extent."""
+    p = points[:, indices, :2]
+    lo, hi = p.amin(1), p.amax(1)
+    c = (lo + hi) / 2
+    half = (hi - lo).amax(1, keepdim=True) * grow / 2
+    return torch.cat([c - half, c + half], dim=1)
+
+
 def mouth_boxes(points: torch.Tensor, grow: float = 1.6) -> torch.Tensor:
     """Square boxes (N, 4) around the outer lips of landmarks (N, 478, 2|3), ``grow`` x their width."""
     from .. import topology as topo
 
-    lips = points[:, topo.LIPS_OUTER, :2]
-    lo, hi = lips.amin(1), lips.amax(1)
-    c = (lo + hi) / 2
-    half = (hi - lo).amax(1, keepdim=True) * grow / 2
-    return torch.cat([c - half, c + half], dim=1)
+    return square_boxes(points, topo.LIPS_OUTER, grow)
 
 
 def eye_boxes(points: torch.Tensor, grow: float = 2.2) -> torch.Tensor:
     """Boxes (2N, 4) around each eye: the right eyes of all samples, then the left eyes."""
     from .. import topology as topo
 
-    out = []
-    for eye in (topo.RIGHT_EYE, topo.LEFT_EYE):
-        p = points[:, eye, :2]
-        lo, hi = p.amin(1), p.amax(1)
-        c = (lo + hi) / 2
-        half = (hi - lo).amax(1, keepdim=True) * grow / 2
-        out.append(torch.cat([c - half, c + half], dim=1))
-    return torch.cat(out)
+    return torch.cat([square_boxes(points, eye, grow) for eye in (topo.RIGHT_EYE, topo.LEFT_EYE)])
 
 
 # --- adversarial -------------------------------------------------------------------------------------
