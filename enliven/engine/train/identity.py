@@ -84,13 +84,7 @@ def _tensor(b: memoryview) -> np.ndarray:
         elif f == 5:
             floats.append(np.frombuffer(bytes(v), np.float32))
         elif f in (7, 10):
-            if wt == 2:
-                j = 0
-                while j < len(v):
-                    x, j = _varint(v, j)
-                    ints.append(x)
-            else:
-                ints.append(v)
+            ints += _repeated_ints(wt, v)
     dt = _DTYPES.get(dtype, np.float32)
     a = np.frombuffer(content, dt) if content is not None else (
         np.concatenate(floats) if floats else np.array(ints, dt))
@@ -98,6 +92,17 @@ def _tensor(b: memoryview) -> np.ndarray:
     if a.size == 1 and size > 1:
         a = np.full(size, a[0], dt)
     return a.reshape(shape).copy() if shape else a.copy()
+
+
+def _repeated_ints(wire_type: int, value: Any) -> list[int]:
+    """The integers of a repeated int field: packed (one length-delimited run of varints) or a single varint."""
+    if wire_type != 2:
+        return [value]
+    out, j = [], 0
+    while j < len(value):
+        x, j = _varint(value, j)
+        out.append(x)
+    return out
 
 
 def _attr(b: memoryview) -> Any:
@@ -118,13 +123,7 @@ def _attr(b: memoryview) -> Any:
             strs: list[str] = []
             for f2, wt2, w in _fields(v):
                 if f2 == 3:
-                    if wt2 == 2:
-                        j = 0
-                        while j < len(w):
-                            x, j = _varint(w, j)
-                            ints.append(x)
-                    else:
-                        ints.append(w)
+                    ints += _repeated_ints(wt2, w)
                 elif f2 == 2:
                     strs.append(bytes(w).decode())
             return strs or ints
