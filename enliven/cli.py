@@ -1,4 +1,4 @@
-"""The ``enliven`` command line: serve, animate, bench, train, evaluate.
+"""The ``enliven`` command line: serve, animate, bench, train, evaluate, export.
 
 With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4
 (``bash run.sh`` with no arguments starts the server instead).
@@ -81,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
 
     from .engine.train.cli import add_evaluate_parser, add_train_parser
+    from .export.cli import add_export_parser
     from .server.cli import add_serve_parser
 
     add_serve_parser(sub)
     add_train_parser(sub)
     add_evaluate_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

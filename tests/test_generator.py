@@ -1,4 +1,4 @@
-"""The learned generator: factory, shapes, bounds, gating, weights files, ONNX export, runtime inputs."""
+"""The learned generator: factory, shapes, bounds, gating, weights files, runtime inputs (export: test_export)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from enliven.engine import generator as gen
+from enliven.engine import refine
+from enliven.engine.runtime import TorchModel
 from enliven.engine.canonical import load_canonical
 from enliven.engine.errors import ModelFileError
 
@@ -116,46 +118,29 @@ def test_flops_and_parameters_of_the_shipped_architecture() -> None:
     assert gen.count_params(m) < 2_000_000
 
 
-def test_decoder_exports_to_onnx_and_matches_torch(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    m = gen.create_generator("refiner32-test").eval()
-    with torch.no_grad():
-        m.decoder.head.weight.normal_(std=0.1)
-    source, warped, drawing, gate = inputs(m, n=1)
-    with torch.no_grad():
-        code = m.encoder(source)
-        ref = m.decoder(warped, drawing, gate, code)
-    path = tmp_path / "dec.onnx"
-    torch.onnx.export(m.decoder, (warped, drawing, gate, code), str(path), opset_version=17, dynamo=False,
-                      input_names=["warped", "drawing", "gate", "code"], output_names=["delta", "mask"])
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    delta, mask = sess.run(None, {"warped": warped.numpy(), "drawing": drawing.numpy(), "gate": gate.numpy(),
-                                  "code": code.numpy()})
-    np.testing.assert_allclose(delta, ref.delta.numpy(), atol=1e-5)
-    np.testing.assert_allclose(mask, ref.mask.numpy(), atol=1e-5)
-
-
 def test_scale_points_follows_the_resize_pixel_centres() -> None:
     pts = np.array([[-0.5, -0.5, 2.0], [255.5, 255.5, 4.0], [127.5, 63.5, 0.0]])
-    half = gen.scale_points(pts, 0.5)
+    half = refine.scale_points(pts, 0.5)
     np.testing.assert_allclose(half, [[-0.5, -0.5, 1.0], [127.5, 127.5, 2.0], [63.5, 31.5, 0.0]])
 
 
 def test_refiner_inputs_and_runner() -> None:
     pts = face_points(256)
     crop = np.full((256, 256, 3), 120, np.uint8)
-    inp = gen.refiner_inputs(crop, pts, 32)
+    inp = refine.refiner_inputs(crop, pts, 32)
     assert inp.warped.shape == (32, 32, 3) and inp.drawing.shape == (32, 32, 3)
     assert inp.gate.shape == (32, 32) and 0.0 <= inp.gate.min() and inp.gate.max() <= 1.0
     assert inp.gate[19, 16] > 0.9 and inp.gate[0, 0] == 0.0  # inside the face / a corner
-    runner = gen.GeneratorRunner(gen.create_generator("refiner32-test"))
+    model = gen.create_generator("refiner32-test")
+    runner = refine.GeneratorRunner(TorchModel(model.encoder, refine.ENCODER_INPUTS, refine.ENCODER_OUTPUTS),
+                                    TorchModel(model.decoder, refine.DECODER_INPUTS, refine.DECODER_OUTPUTS), 32)
     with pytest.raises(RuntimeError):
         runner.refine(crop, pts)
     runner.prepare(crop)
     out = runner.refine(crop, pts)
     assert out.shape == crop.shape and out.dtype == np.uint8
-    with pytest.raises(gen.ShapeError):
-        gen.refiner_inputs(crop[:, :100], pts, 32)
+    with pytest.raises(refine.ShapeError):
+        refine.refiner_inputs(crop[:, :100], pts, 32)
 
 
 # --- in the Animator ------------------------------------------------------------------------------------
@@ -180,7 +165,7 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
             driven = anim.last.driven_points
     a, t = outs["analytic"].astype(int), outs["trained"].astype(int)
     assert a.shape == t.shape == (256, 256, 3)
-    gate = gen.face_gate(driven, 256)
+    gate = refine.face_gate(driven, 256)
     outside = gate == 0
     assert np.abs(a - t)[outside].max() <= 1  # only rounding outside the face
     assert np.abs(a - t)[gate > 0.5].mean() > 0.0
@@ -202,3 +187,23 @@ def test_shipped_weights_load_and_match_their_sha256() -> None:
     assert (gen.WEIGHTS_DIR / "refiner128.md").exists()  # its data card
     model = gen.load_generator()
     assert model.config.resolution_px == 128 and not model.training
+
+
+def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astronaut_face) -> None:
+    """The default backend (exported graphs in ONNX Runtime) gives torch's frames, to rounding."""
+    from enliven.engine.animator import Animator, AnimatorConfig
+
+    outs, providers = {}, {}
+    for backend in ("onnxruntime", "torch"):
+        with Animator(AnimatorConfig(output="crop", backend=backend)) as anim:
+            anim.prepare(astronaut)
+            providers[backend] = anim._refiner.provider
+            moved = astronaut_face.landmarks.copy()
+            moved[:, 1] += 6.0  # a small nod-like move so the refiner has work to do
+            for k in range(3):
+                outs[backend] = anim.step_landmarks(moved if k else astronaut_face.landmarks, t=k / 30)
+    assert providers == {"onnxruntime": "CPUExecutionProvider", "torch": "torch:cpu"}
+    diff = np.abs(outs["onnxruntime"].astype(int) - outs["torch"].astype(int))
+    assert diff.max() <= 1, diff.max()
+    with pytest.raises(ValueError, match="precision"):
+        AnimatorConfig(backend="torch", precision="int8")

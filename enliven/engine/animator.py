@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from .motion import DriverReference, FaceState, Motion, MotionGains, TransferMod
 from .warp import Warper, WarpConfig, fill_mouth_gap, lip_color
 
 if TYPE_CHECKING:
-    from .generator import GeneratorRunner
+    from .refine import GeneratorRunner
 
 STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
 
@@ -41,12 +40,19 @@ class AnimatorConfig:
     fps: float = 30.0  # assumed frame rate when step() is given no timestamp
     generator: str = "trained"  # "trained": the shipped learned generator refines the warp; "analytic": none
     generator_weights: str | None = None  # a generator weights file to use instead of the shipped one
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
+    generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in (128, 256, 384, 512):
             raise ValueError(f"crop_size_px must be 128, 256, 384 or 512; got {self.crop_size_px}")
         if self.generator not in ("trained", "analytic"):
             raise ValueError(f"generator must be 'trained' or 'analytic'; got {self.generator!r}")
+        if self.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
+        if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
+            raise ValueError(f"precision must be fp32, fp16 or int8 (fp32 with torch); got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,10 @@ class Animator:
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
         if self.config.generator == "trained":
             if self._refiner is None:
-                from .generator import GeneratorRunner, load_generator  # torch only when a model is used
+                from .refine import open_runner
 
-                weights = self.config.generator_weights
-                self._refiner = GeneratorRunner(load_generator(path=Path(weights) if weights else None))
+                cfg = self.config
+                self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads)
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
         self._reset_motion()
         return self.source

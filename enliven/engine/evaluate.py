@@ -218,6 +218,8 @@ class EvalConfig:
     csim_every: int = 2  # CSIM on every n-th evaluated frame (dlib is the slow part)
     cross_pairs: int = 16  # (photo of A, clip of B) pairs
     weights: str | None = None  # generator weights file; None = the shipped ones
+    backend: str = "onnxruntime"  # what runs the generator: onnxruntime (as the product) or torch
+    precision: str = "fp32"  # of the exported decoder: fp32, fp16 or int8 (onnxruntime only)
     grids_dir: str = ""  # where grids of val people go (outside the repo); default <cache_dir>/eval
     seed: int = 0
 
@@ -247,7 +249,8 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
 
     from .animator import Animator, AnimatorConfig
     from .compose import crop_transform
-    from .generator import GeneratorRunner, count_flops, count_params, load_generator
+    from .generator import count_flops, count_params, load_generator
+    from .refine import open_runner
     from .train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, build_landmark_cache
     from .train.dataset import self_reenact
     from .warp import Warper
@@ -260,7 +263,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         log.warning("evaluating on split %r: the held-out people are in 'val'", cfg.split)
     clips = build_landmark_cache(data_dir, cache_dir, (cfg.split,), progress=progress)
     model = load_generator(path=Path(cfg.weights) if cfg.weights else None)
-    runner = GeneratorRunner(model)
+    runner = open_runner(cfg.weights, cfg.backend, cfg.precision)  # type: ignore[arg-type]
     percept, dlib_id, mesh = PerceptualDistance(), DlibIdentity(), StaticMesh()
     s = cfg.crop_px
     rng = np.random.default_rng(cfg.seed)
@@ -427,11 +430,12 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
     public = _public_grid(clips, data_dir, s, runner, rng)
     timings_summary_extra: dict[str, dict[str, float]] = {}
     flops, enc_flops = count_flops(model)
-    for k, v in generator_cost(model).items():
+    for k, v in generator_cost(model, cfg.weights, cfg.precision).items():
         timings_summary_extra[k] = v
     report = {
         "split": cfg.split, "config": asdict(cfg),
-        "generator": {"weights": cfg.weights or "shipped", "gflop_per_frame": flops / 1e9,
+        "generator": {"weights": cfg.weights or "shipped", "backend": runner.provider, "precision": cfg.precision,
+                      "gflop_per_frame": flops / 1e9,
                       "gflop_per_photo": enc_flops / 1e9, "params_decoder": count_params(model.decoder),
                       "params_encoder": count_params(model.encoder), "resolution_px": model.config.resolution_px},
         "self_reenactment": {m: _mean(r) for m, r in self_rows.items()},
@@ -457,44 +461,32 @@ def _write_grid(path: Path, rows: list[np.ndarray]) -> None:
         cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR), params)
 
 
-def generator_cost(model: Any, iterations: int = 200) -> dict[str, dict[str, float]]:
-    """Per-frame decoder time (p50/p95 ms, batch 1) in torch and ONNX Runtime with 1 and 2 threads."""
-    import tempfile
-
-    import onnxruntime as ort
+def generator_cost(model: Any, weights: str | None = None, precision: str = "fp32",
+                   iterations: int = 200) -> dict[str, dict[str, float]]:
+    """Per-frame decoder time (p50/p95 ms, batch 1) in torch and ONNX Runtime (``precision``), 1 and 2 threads."""
+    from ..export.cache import ensure_exported
+    from .refine import DECODER_INPUTS, DECODER_OUTPUTS
+    from .runtime import OnnxModel, RuntimeConfig, TorchModel
 
     r = model.config.resolution_px
-    x, g = torch.rand(1, 3, r, r), torch.rand(1, 1, r, r)
-    with torch.no_grad():
-        code = model.encoder(x)
+    rng = np.random.default_rng(0)
+    feed = {"warped": rng.random((1, 3, r, r), np.float32), "drawing": rng.random((1, 3, r, r), np.float32),
+            "gate": rng.random((1, 1, r, r), np.float32),
+            "code": rng.standard_normal((1, model.config.code_dim)).astype(np.float32)}
+    graphs = ensure_exported(Path(weights) if weights else None, precision)  # type: ignore[arg-type]
     out: dict[str, dict[str, float]] = {}
-
-    def timed(fn: Any) -> dict[str, float]:
-        for _ in range(20):
-            fn()
-        ts = []
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1e3)
-        return {"p50": float(np.median(ts)), "p95": float(np.percentile(ts, 95))}
-
-    threads = torch.get_num_threads()
     for n in (1, 2):
-        torch.set_num_threads(n)
-        with torch.inference_mode():
-            out[f"torch_{n}_thread"] = timed(lambda: model.decoder(x, x, g, code))
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "decoder.onnx"
-        torch.onnx.export(model.decoder, (x, x, g, code), str(path), opset_version=17, dynamo=False,
-                          input_names=["warped", "drawing", "gate", "code"], output_names=["delta", "mask"])
-        feed = {"warped": x.numpy(), "drawing": x.numpy(), "gate": g.numpy(), "code": code.numpy()}
-        for n in (1, 2):
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = n, 1
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            out[f"onnxruntime_{n}_thread"] = timed(lambda: sess.run(None, feed))
+        runners = {f"torch_{n}_thread": TorchModel(model.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=n),
+                   f"onnxruntime_{precision}_{n}_thread": OnnxModel(graphs.decoder, RuntimeConfig(intra_op_threads=n))}
+        for name, m in runners.items():
+            for _ in range(20):
+                m(**feed)
+            ts = []
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                m(**feed)
+                ts.append((time.perf_counter() - t0) * 1e3)
+            out[name] = {"p50": float(np.median(ts)), "p95": float(np.percentile(ts, 95))}
     return out
 
 
@@ -584,7 +576,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
         "## Cost per frame (this machine; busy with other jobs while measured)", "",
         "| stage | p50 ms | p95 ms |", "|---|---|---|",
         *[f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in cost.items()], "",
-        "warp_ms: Warper.warp + fill_mouth_gap at 256; generator_ms: the torch runner per frame (inputs at 128, "
+        f"warp_ms: Warper.warp + fill_mouth_gap at 256; generator_ms: the runner per frame ({g.get('backend')}, "
+        f"{g.get('precision')}; inputs at 128, "
         "decoder, delta upsampled and added); the rows below: the decoder alone, batch 1.", "",
         "## Grid", "",
         "The built-in photo (public domain) driven by val clips; the driver is shown as its landmark drawing only "

@@ -12,7 +12,8 @@ lips and teeth even where the warp shows none. It predicts a residual RGB (tanh)
 mask bounded to [MASK_MIN, MASK_MAX] (an unbounded mask collapses to 0 = "keep the warp"),
 and the result is gated to the face: ``delta = gate * mask * (clamp(warp + residual) - warp)``.
 The caller adds ``delta`` (upsampled to the crop's own size) to the full-resolution warp, so
-the refiner's cost does not grow with the output size.
+the refiner's cost does not grow with the output size. Running it on frames (inputs, runner,
+ONNX Runtime or torch) is ``refine.py``; exporting it to ONNX is ``enliven.export``.
 
 Images are float32 in [0, 1], NCHW, RGB. Only plain convolutions, resizes and element-wise ops:
 the graph exports to ONNX (no 5-D grid_sample, no matrix inverse).
@@ -22,19 +23,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import topology as topo
-from .errors import ModelFileError, ShapeError
-from .render import draw_landmarks
+from .errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -259,132 +256,6 @@ def load_generator(name: str | None = None, path: Path | None = None) -> Refiner
 
 
 DEFAULT_GENERATOR = "refiner128"
-
-
-# --- inputs shared by training, evaluation and the runtime -----------------------------------------
-
-def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
-    """Landmarks in pixels of an image resized by ``factor`` (pixel-centre convention of cv2.resize).
-
-    Args: points (..., D) float, pixels; only x and y (and z, scaled like them) change.
-    """
-    out = np.asarray(points, np.float64).copy()
-    out[..., :2] = (out[..., :2] + 0.5) * factor - 0.5
-    if out.shape[-1] > 2:
-        out[..., 2] = out[..., 2] * factor
-    return out
-
-
-FACE_GATE_SCALE = 1.12  # the gate covers the face oval grown by this about its centre
-FACE_GATE_BLUR = 0.04  # feather of the gate, fraction of the side
-
-
-def face_gate(points: np.ndarray, size_px: int) -> np.ndarray:
-    """Where the refiner may act: the face oval grown a little, feathered. (S, S) float32 in [0, 1].
-
-    Args: points (478, 2|3) pixels of the (S, S) image.
-    """
-    oval = np.asarray(points, np.float64)[topo.FACE_OVAL, :2]
-    centre = oval.mean(axis=0)
-    poly = centre + (oval - centre) * FACE_GATE_SCALE
-    mask = np.zeros((size_px, size_px), np.uint8)
-    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-    k = max(3, int(round(FACE_GATE_BLUR * size_px)) | 1)
-    return cv2.GaussianBlur(mask, (k, k), 0).astype(np.float32) / 255.0
-
-
-class RefinerInputs(NamedTuple):
-    """The refiner's per-frame inputs at its resolution R, as numpy (HWC) images."""
-
-    warped: np.ndarray  # (R, R, 3) uint8
-    drawing: np.ndarray  # (R, R, 3) uint8
-    gate: np.ndarray  # (R, R) float32 in [0, 1]
-    points: np.ndarray  # (478, 3) float64, driven landmarks in R pixels
-
-
-def refiner_inputs(warped_crop: np.ndarray, driven_points: np.ndarray, resolution_px: int) -> RefinerInputs:
-    """Bring a warped crop (S, S, 3) uint8 and its driven landmarks (478, 3) crop pixels to the refiner.
-
-    The same function makes the training pairs and the runtime's inputs, so both see the same pixels.
-    """
-    if warped_crop.ndim != 3 or warped_crop.shape[0] != warped_crop.shape[1] or warped_crop.shape[2] != 3:
-        raise ShapeError(f"expected a square (S, S, 3) crop; got {warped_crop.shape}")
-    s = warped_crop.shape[0]
-    r = resolution_px
-    small = warped_crop if s == r else cv2.resize(warped_crop, (r, r), interpolation=cv2.INTER_AREA)
-    pts = scale_points(driven_points, r / s)
-    return RefinerInputs(small, draw_landmarks(pts, r), face_gate(pts, r), pts)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) uint8 or (H, W) float -> (1, C, H, W) float32 in [0, 1]."""
-    a = np.asarray(image)
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    if t.ndim == 2:
-        t = t[..., None]
-    t = t.permute(2, 0, 1)[None]
-    return t.float() / 255.0 if a.dtype == np.uint8 else t.float()
-
-
-class _Threads:
-    """Run torch with ``n`` intra-op threads inside the block, then restore (a process-wide setting)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        if self.n != self.saved:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        if torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
-
-
-@dataclass
-class GeneratorRunner:
-    """Runs a trained refiner on frames of one photo (torch backend; the source code is cached).
-
-    ``prepare(source_crop)`` once per photo, then ``refine(warped_crop, driven_points)`` per frame.
-    ``threads``: torch threads per call. One by default: the 128 px decoder gains little from a
-    second thread, and on a busy 2-core machine a second torch thread waiting for a descheduled
-    partner made calls ~100x slower (measured: 12 ms with 1 thread, 900 ms with 2).
-    """
-
-    model: Refiner
-    threads: int = 1
-    _code: torch.Tensor | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.model.eval()
-        self.resolution_px = self.model.config.resolution_px
-
-    def prepare(self, source_crop: np.ndarray) -> None:
-        """Encode the source crop (S, S, 3) uint8 once."""
-        r = self.resolution_px
-        small = cv2.resize(source_crop, (r, r), interpolation=cv2.INTER_AREA) if source_crop.shape[0] != r \
-            else source_crop
-        with torch.inference_mode(), _Threads(self.threads):
-            self._code = self.model.encoder(to_tensor(small))
-
-    def refine(self, warped_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
-        """The refined crop (S, S, 3) uint8: warp + the refiner's delta upsampled to S."""
-        if self._code is None:
-            raise RuntimeError("call prepare(source_crop) before refine()")
-        inp = refiner_inputs(warped_crop, driven_points, self.resolution_px)
-        with torch.inference_mode(), _Threads(self.threads):
-            out = self.model.decoder(to_tensor(inp.warped), to_tensor(inp.drawing), to_tensor(inp.gate), self._code)
-        delta = out.delta[0].permute(1, 2, 0).numpy()
-        return apply_delta(warped_crop, delta)
-
-
-def apply_delta(warped_crop: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8."""
-    s = warped_crop.shape[0]
-    if delta.shape[0] != s:
-        delta = cv2.resize(delta, (s, s), interpolation=cv2.INTER_LINEAR)
-    return np.clip(warped_crop.astype(np.float32) + delta * 255.0, 0, 255).astype(np.uint8)
 
 
 def count_flops(model: Refiner, batch: int = 1) -> tuple[int, int]:

@@ -101,15 +101,41 @@ class OnnxModel:
         return dict(zip(self.output_names, outputs))
 
 
+class _TorchThreads:
+    """Run torch with ``n`` intra-op threads inside the block, then restore (a process-wide setting)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = torch.get_num_threads()
+        if self.n and self.n != self.saved:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+
+
 class TorchModel:
-    """A torch module behind the same interface (reference and fallback; float32, inference mode)."""
+    """A torch module behind the same interface (reference and fallback; float32, inference mode).
+
+    ``threads``: torch intra-op threads during a call (None: torch's setting). On a busy 2-core
+    machine a second torch thread waiting for a descheduled partner made a 128 px refiner call
+    ~100x slower (12 ms with 1 thread, 900 ms with 2), so the engine asks for 1.
+    """
 
     backend = "torch"
 
     def __init__(self, module: "torch.nn.Module", input_names: tuple[str, ...],  # noqa: F821
-                 output_names: tuple[str, ...], device: str = "cpu") -> None:
+                 output_names: tuple[str, ...], device: str = "cpu", threads: int | None = None) -> None:
         self._module = module.eval().to(device)
         self._device = device
+        self._threads = threads
         self.provider = f"torch:{device}"
         self.input_names = input_names
         self.output_names = output_names
@@ -117,7 +143,7 @@ class TorchModel:
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), _TorchThreads(self._threads):
             args = [torch.from_numpy(np.ascontiguousarray(inputs[n], dtype=np.float32)).to(self._device)
                     for n in self.input_names]
             out = self._module(*args)

@@ -51,7 +51,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     logging.getLogger("enliven").setLevel(logging.INFO)
     cfg = EvalConfig(data_dir=str(args.data or ""), cache_dir=str(args.cache or ""), split=args.split,
                      frames_per_clip=args.frames, cross_pairs=args.cross_pairs,
-                     weights=str(args.weights) if args.weights else None, grids_dir=str(args.grids or ""))
+                     weights=str(args.weights) if args.weights else None, grids_dir=str(args.grids or ""),
+                     backend=args.backend, precision=args.precision)
     report = evaluate(cfg, progress=not args.no_progress)
     md = write_report(report, args.out)
     s, t = report["self_reenactment"]["analytic"], report["self_reenactment"]["trained"]
@@ -69,6 +70,10 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--cache", type=Path, default=None, help="landmark cache folder (default ~/.cache/enliven)")
     p.add_argument("--split", default="val", choices=("val", "train"))
     p.add_argument("--weights", type=Path, default=None, help="generator weights (default: the shipped ones)")
+    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime",
+                   help="what runs the generator (default onnxruntime, as in the product)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="precision of the exported decoder (onnxruntime): its quality impact is what this measures")
     p.add_argument("--frames", type=int, default=40, help="driving frames per clip")
     p.add_argument("--cross-pairs", type=int, default=16, help="cross-reenactment (A, B) pairs")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[3] / "benchmarks" / "quality",

@@ -28,7 +28,7 @@ import torch
 from .. import topology as topo
 from ..canonical import load_canonical
 from ..compose import CropTransform, crop, crop_transform
-from ..generator import face_gate, refiner_inputs, scale_points
+from ..refine import face_gate, refiner_inputs, scale_points
 from ..motion import FaceState, apply_pose, clamp_closures
 from ..warp import Warper, fill_mouth_gap, lip_color
 from .cache import ClipLandmarks, load_clip_landmarks, read_manifest

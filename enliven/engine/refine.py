@@ -1,0 +1,185 @@
+"""Running a trained refiner on frames: its inputs, the per-photo/per-frame runner, the delta.
+
+Torch-free: the runner calls two ``runtime.Model`` objects (source encoder, per-frame decoder),
+run by ONNX Runtime (the default, exported and cached by ``enliven.export``) or by torch.
+The same ``refiner_inputs`` makes the training pairs and the runtime's inputs, so both see
+the same pixels. Graph inputs are float32 NCHW in [0, 1]:
+
+    encoder: source (N, 3, R, R) -> code (N, C)
+    decoder: warped (N, 3, R, R), drawing (N, 3, R, R), gate (N, 1, R, R), code (N, C)
+             -> delta (N, 3, R, R) image units, mask (N, 1, R, R)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+
+from . import topology as topo
+from .errors import ShapeError
+from .render import draw_landmarks
+from .runtime import Model, OnnxModel, RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["onnxruntime", "torch"]
+Precision = Literal["fp32", "fp16", "int8"]
+ENCODER_INPUTS, ENCODER_OUTPUTS = ("source",), ("code",)
+DECODER_INPUTS, DECODER_OUTPUTS = ("warped", "drawing", "gate", "code"), ("delta", "mask")
+
+
+def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Landmarks in pixels of an image resized by ``factor`` (pixel-centre convention of cv2.resize).
+
+    Args: points (..., D) float, pixels; only x and y (and z, scaled like them) change.
+    """
+    out = np.asarray(points, np.float64).copy()
+    out[..., :2] = (out[..., :2] + 0.5) * factor - 0.5
+    if out.shape[-1] > 2:
+        out[..., 2] = out[..., 2] * factor
+    return out
+
+
+FACE_GATE_SCALE = 1.12  # the gate covers the face oval grown by this about its centre
+FACE_GATE_BLUR = 0.04  # feather of the gate, fraction of the side
+
+
+def face_gate(points: np.ndarray, size_px: int) -> np.ndarray:
+    """Where the refiner may act: the face oval grown a little, feathered. (S, S) float32 in [0, 1].
+
+    Args: points (478, 2|3) pixels of the (S, S) image.
+    """
+    oval = np.asarray(points, np.float64)[topo.FACE_OVAL, :2]
+    centre = oval.mean(axis=0)
+    poly = centre + (oval - centre) * FACE_GATE_SCALE
+    mask = np.zeros((size_px, size_px), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    k = max(3, int(round(FACE_GATE_BLUR * size_px)) | 1)
+    return cv2.GaussianBlur(mask, (k, k), 0).astype(np.float32) / 255.0
+
+
+class RefinerInputs(NamedTuple):
+    """The refiner's per-frame inputs at its resolution R, as numpy (HWC) images."""
+
+    warped: np.ndarray  # (R, R, 3) uint8
+    drawing: np.ndarray  # (R, R, 3) uint8
+    gate: np.ndarray  # (R, R) float32 in [0, 1]
+    points: np.ndarray  # (478, 3) float64, driven landmarks in R pixels
+
+
+def refiner_inputs(warped_crop: np.ndarray, driven_points: np.ndarray, resolution_px: int) -> RefinerInputs:
+    """Bring a warped crop (S, S, 3) uint8 and its driven landmarks (478, 3) crop pixels to the refiner."""
+    if warped_crop.ndim != 3 or warped_crop.shape[0] != warped_crop.shape[1] or warped_crop.shape[2] != 3:
+        raise ShapeError(f"expected a square (S, S, 3) crop; got {warped_crop.shape}")
+    s = warped_crop.shape[0]
+    r = resolution_px
+    small = warped_crop if s == r else cv2.resize(warped_crop, (r, r), interpolation=cv2.INTER_AREA)
+    pts = scale_points(driven_points, r / s)
+    return RefinerInputs(small, draw_landmarks(pts, r), face_gate(pts, r), pts)
+
+
+def nchw(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8 or (H, W) float -> (1, C, H, W) float32, uint8 scaled to [0, 1]."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    out = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+    if image.dtype == np.uint8:
+        out *= 1.0 / 255.0
+    return out
+
+
+def decoder_feed(inputs: list[RefinerInputs], codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Stack per-frame inputs (and their photos' codes (N, C) float32) into one decoder batch."""
+    return {"warped": np.concatenate([nchw(i.warped) for i in inputs]),
+            "drawing": np.concatenate([nchw(i.drawing) for i in inputs]),
+            "gate": np.concatenate([nchw(i.gate) for i in inputs]),
+            "code": np.ascontiguousarray(codes, dtype=np.float32)}
+
+
+def apply_delta(warped_crop: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8."""
+    s = warped_crop.shape[0]
+    if delta.shape[0] != s:
+        delta = cv2.resize(delta, (s, s), interpolation=cv2.INTER_LINEAR)
+    out = warped_crop.astype(np.float32)
+    out += delta * 255.0
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+@dataclass
+class GeneratorRunner:
+    """Runs a trained refiner on the frames of one photo; the source code is computed once.
+
+    ``prepare(source_crop)`` once per photo, then ``refine(warped_crop, driven_points)`` per frame.
+    ``encoder`` and ``decoder`` are runtime Models (ONNX Runtime or torch) with the names above.
+    """
+
+    encoder: Model
+    decoder: Model
+    resolution_px: int
+    code: np.ndarray | None = field(default=None, init=False, repr=False)  # (1, C) float32
+
+    @property
+    def provider(self) -> str:
+        return self.decoder.provider
+
+    def prepare(self, source_crop: np.ndarray) -> None:
+        """Encode the source crop (S, S, 3) uint8 once."""
+        r = self.resolution_px
+        small = source_crop if source_crop.shape[0] == r else cv2.resize(source_crop, (r, r),
+                                                                          interpolation=cv2.INTER_AREA)
+        self.code = self.encoder(source=nchw(small))["code"]
+
+    def refine(self, warped_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
+        """The refined crop (S, S, 3) uint8: warp + the refiner's delta upsampled to S."""
+        if self.code is None:
+            raise RuntimeError("call prepare(source_crop) before refine()")
+        inp = refiner_inputs(warped_crop, driven_points, self.resolution_px)
+        delta = self.decoder(**decoder_feed([inp], self.code))["delta"]
+        return apply_delta(warped_crop, delta[0].transpose(1, 2, 0))
+
+
+def refine_batch(decoder: Model, resolution_px: int, crops: list[np.ndarray], points: list[np.ndarray],
+                 codes: np.ndarray) -> list[np.ndarray]:
+    """Refine frames of several photos in one decoder call (sessions batched by the server).
+
+    Args: crops: N warped crops (S_i, S_i, 3) uint8; points: their driven landmarks (478, 3);
+    codes: (N, C) float32, each frame's photo code. Returns N refined crops (S_i, S_i, 3) uint8.
+    """
+    inputs = [refiner_inputs(c, p, resolution_px) for c, p in zip(crops, points)]
+    delta = decoder(**decoder_feed(inputs, codes))["delta"]
+    return [apply_delta(c, d.transpose(1, 2, 0)) for c, d in zip(crops, delta)]
+
+
+def open_runner(weights: str | Path | None = None, backend: Backend = "onnxruntime", precision: Precision = "fp32",
+                threads: int | None = None) -> GeneratorRunner:
+    """A runner for the shipped generator (or a weights file) on ``backend``.
+
+    onnxruntime: the graphs are exported once per weights file and precision and cached (see
+    ``enliven.export.cache``); torch: the module itself, float32 only.
+    Raises: ModelFileError for a missing/corrupt weights file; ValueError for a bad combination.
+    """
+    if backend == "torch":
+        if precision != "fp32":
+            raise ValueError(f"the torch backend runs fp32 only; got precision {precision!r}")
+        from .generator import load_generator
+        from .runtime import TorchModel
+
+        model = load_generator(path=Path(weights) if weights else None)
+        t = threads or 1  # see TorchModel: a second torch thread stalls on a busy 2-core machine
+        return GeneratorRunner(TorchModel(model.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=t),
+                               TorchModel(model.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=t),
+                               model.config.resolution_px)
+    if backend != "onnxruntime":
+        raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {backend!r}")
+    from ..export.cache import ensure_exported
+
+    graphs = ensure_exported(Path(weights) if weights else None, precision)
+    cfg = RuntimeConfig(intra_op_threads=threads)
+    return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)

@@ -1,0 +1,97 @@
+"""Exported graphs made on first use and cached, one folder per weights file, precision and batch.
+
+The runtime asks for ``ensure_exported(weights, precision)``: the first call exports (about a
+second, needs torch), checks the graphs against torch and publishes the folder atomically, so
+concurrent server workers never see half-written files; later calls just return the paths.
+The folder name holds the weights' sha256, so new weights never reuse stale graphs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ..engine.errors import ModelFileError
+from ..engine.refine import Precision
+from .to_onnx import OPSET, ExportedGenerator, atomic_dir, export_generator, publish, verify
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the export changes in a way that old cached graphs must not be reused
+STEM = "refiner"
+
+
+def models_dir() -> Path:
+    """Where exported graphs are cached: $ENLIVEN_CACHE/models (default ~/.cache/enliven/models)."""
+    return Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser() / "models"
+
+
+def _weights_path(weights: Path | None) -> Path:
+    from ..engine.generator import DEFAULT_GENERATOR, WEIGHTS_DIR, generator_spec
+
+    if weights is not None:
+        return Path(weights)
+    spec = generator_spec(DEFAULT_GENERATOR)
+    assert spec.weights is not None
+    return WEIGHTS_DIR / spec.weights
+
+
+def _read(folder: Path) -> ExportedGenerator | None:
+    try:
+        meta = json.loads((folder / "export.json").read_text())
+        enc, dec = folder / f"{STEM}.encoder.onnx", folder / f"{STEM}.decoder.onnx"
+        if enc.is_file() and dec.is_file():
+            return ExportedGenerator(enc, dec, meta["resolution_px"], meta["code_dim"], meta["batch"],
+                                     meta["precision"], meta["opset"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
+                    batch: int | None = None) -> ExportedGenerator:
+    """The exported graphs of ``weights`` (None: the shipped generator), exporting them if needed.
+
+    Raises: ModelFileError when the weights are missing/corrupt or the export fails its checks.
+    """
+    from ..engine.generator import load_generator, sha256_file
+
+    path = _weights_path(weights)
+    if not path.is_file():
+        raise ModelFileError(f"weights file {path} is missing")
+    digest = sha256_file(path)[:16]
+    name = f"{path.stem}-{digest}-{precision}-{'dyn' if batch is None else f'b{batch}'}-op{OPSET}-v{FORMAT_VERSION}"
+    root = models_dir()
+    final = root / name
+    found = _read(final)
+    if found is not None:
+        return found
+    model = load_generator(path=path)  # checks the sha256 of shipped weights
+    try:
+        tmp = atomic_dir(final)
+    except OSError as e:  # a read-only home: export into a private temporary folder instead
+        log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", root, e)
+        final = Path(tempfile.mkdtemp(prefix="enliven-models-")) / name
+        tmp = atomic_dir(final)
+    try:
+        exported = export_generator(model, tmp, batch=batch, precision=precision, stem=STEM)
+        diffs = verify(model, exported)
+        (tmp / "export.json").write_text(json.dumps({
+            "weights": str(path), "sha256_16": digest, "resolution_px": exported.resolution_px,
+            "code_dim": exported.code_dim, "batch": batch, "precision": precision, "opset": OPSET,
+            "max_abs_diff_vs_torch": diffs}, indent=1))
+        log.info("exported %s (%s): max |onnx - torch| %s", path.name, precision, diffs)
+        publish(tmp, final)
+    except Exception as e:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, ModelFileError):
+            raise
+        raise ModelFileError(f"cannot export {path.name} to ONNX ({precision}): {e}") from e
+    out = _read(final)
+    if out is None:
+        raise ModelFileError(f"exported graphs missing from {final}")
+    return out
