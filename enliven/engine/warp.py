@@ -17,6 +17,7 @@ from . import topology as topo
 from .errors import ShapeError
 from .canonical import load_canonical
 from .motion import fit_pose
+from .runtime import single_thread_blas
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class Warper:
     config: WarpConfig = WarpConfig()
 
     def __post_init__(self) -> None:
+        single_thread_blas()
         cfg = self.config
         self._src_face = self.source_points[topo.WARP_POINTS, :2].astype(np.float64)
         self._canonical = load_canonical().points
