@@ -43,10 +43,12 @@ TARGETS = {  # issue 3, on 2 CPU cores
 }
 
 
-def _start_server(sessions: int, size: int, log: Path, workers: int | None) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(sessions: int, size: int, log: Path, workers: int | None,
+                  engine: str = "trained") -> tuple[subprocess.Popen[bytes], str]:
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
-           "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100"]
+           "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100",
+           "--engine", engine]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     out = open(log, "wb")
@@ -130,10 +132,11 @@ async def _debug_state(url: str) -> dict[str, Any]:
             return await r.json()
 
 
-def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | None = None) -> dict[str, Any]:
+def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | None = None,
+          engine: str = "trained") -> dict[str, Any]:
     """Run ``sessions`` clients for ``seconds`` (after their first frame); return the figures."""
     log = Path(tempfile.mkdtemp(prefix="enliven-load-")) / "server.log"
-    proc, url = _start_server(sessions, size, log, workers)
+    proc, url = _start_server(sessions, size, log, workers, engine)
     load_before = os.getloadavg()
     try:
         server = psutil.Process(proc.pid)
@@ -177,7 +180,7 @@ def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | N
     counted = [s for s in samples if s["t_s"] >= WARMUP_S]
     all_lat = [x for c in clients for x in c.latencies_ms(since_s=t0)]
     return {
-        "sessions": sessions, "workers": "threads" if workers == 0 else (workers or "one per core"),
+        "sessions": sessions, "engine": engine, "workers": "threads" if workers == 0 else (workers or "one per core"),
         "seconds": seconds, "input_fps": fps, "crop_size_px": size, "warmup_s": WARMUP_S,
         "load_average_before": [round(x, 2) for x in load_before],
         "per_session": per_session,
@@ -239,16 +242,16 @@ def _workers_label(r: dict[str, Any]) -> str:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| sessions | inference | webcam fps sent (mean) | output fps per session (min / mean) "
+    lines = ["| engine | sessions | inference | webcam fps sent (mean) | output fps per session (min / mean) "
              "| latency p50 / p95 / p99 ms | server CPU % "
              "| client CPU % | server + workers RSS start -> end MB (slope in the 2nd half, MB/min) "
              "| frames dropped by the server (in / out) "
              "| errors | target |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         dropped = r["server_dropped_frames"]
         lines.append(
-            f"| {r['sessions']} | {_workers_label(r)} | {r.get('input_fps_sent_mean', r['input_fps'])} "
+            f"| {r.get('engine', 'analytic')} | {r['sessions']} | {_workers_label(r)} | {r.get('input_fps_sent_mean', r['input_fps'])} "
             f"| {r['fps_min']} / {r['fps_mean']} "
             f"| {r['latency_p50_ms']} / {r['latency_p95_ms']} / "
             f"{r['latency_p99_ms']} | {r['server_cpu_pct_mean']} | {r['client_cpu_pct_mean']} | "
@@ -268,7 +271,7 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
         f"Recorded {record['date']} from {record.get('source', 'unknown')} on {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}; "
         f"versions {json.dumps(m['versions'])}.",
-        f"The server (its own process, analytic mode, {first['crop_size_px']}x{first['crop_size_px']} output, "
+        f"The server (its own process, engine as the table says, {first['crop_size_px']}x{first['crop_size_px']} output, "
         "inference in worker processes or in threads, as the table says) against N aiortc clients in a second "
         "process, each sending the built-in "
         f"face clip at 640x480, up to {first['input_fps']:g} fps (VP8; like the page, a client sends fewer frames "
@@ -287,12 +290,15 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
 
 
 def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 30.0, size: int = 256,
-        write: bool = False, workers: tuple[int | None, ...] = (None,)) -> list[dict[str, Any]]:
+        write: bool = False, workers: tuple[int | None, ...] = (None,),
+        engines: tuple[str, ...] = ("trained",)) -> list[dict[str, Any]]:
     results = []
-    for w in workers:
-        for n in sessions:
-            print(f"load: {n} session(s), workers {w if w is not None else 'default'}, {seconds:g} s...", flush=True)
-            results.append(bench(n, seconds, fps, size, w))
+    for engine in engines:
+        for w in workers:
+            for n in sessions:
+                print(f"load: {engine}, {n} session(s), workers {w if w is not None else 'default'}, {seconds:g} s...",
+                      flush=True)
+                results.append(bench(n, seconds, fps, size, w, engine))
     table = markdown_table(results)
     print(table)
     for r in results:
@@ -339,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, choices=(256, 512), default=256, help="output size")
     p.add_argument("--workers", type=int, nargs="+", default=None,
                    help="inference worker processes per run (0 = threads in the server); default: the server's")
+    p.add_argument("--engine", nargs="+", choices=("trained", "analytic"), default=["trained"],
+                   help="generator of the sessions (default trained, the server's default)")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results/load.json")
     p.add_argument("--rewrite", action="store_true",
                    help="recompute the summaries of results/load.json (no new run) and rewrite both files")
@@ -346,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.rewrite:
         rewrite()
         return 0
-    run(tuple(a.sessions), a.seconds, a.fps, a.size, a.write, tuple(a.workers) if a.workers else (None,))
+    run(tuple(a.sessions), a.seconds, a.fps, a.size, a.write, tuple(a.workers) if a.workers else (None,),
+        tuple(a.engine))
     return 0
 
 

@@ -12,7 +12,7 @@ class ServerConfig:
     port: int = 8080  # TCP port of the page and the signalling API; 0 = any free port
     max_sessions: int = 4  # live sessions at once (created, connecting or streaming); more get 503
     workers: int | None = None  # inference worker processes; None = one per core (at most max_sessions); 0 = threads
-    engine: str = "analytic"  # generator of new sessions: "analytic" (warp only) or "trained" (if the engine has one)
+    engine: str = "trained"  # generator of new sessions: "trained" (learned refiner) or "analytic" (warp only, faster)
     crop_size_px: int = 256  # default output size of the animated face (256 or 512)
     offer_timeout_s: float = 30.0  # a created session must post its offer within this long
     connect_timeout_s: float = 20.0  # after the offer, the data channel must say hello within this long

@@ -109,7 +109,7 @@ class EngineSettings:
 
     crop_size_px: int = 256  # 256 or 512
     mode: TransferMode = TransferMode.RELATIVE
-    engine: str = "analytic"  # only "analytic" exists yet
+    engine: str = "trained"  # "trained" (learned refiner) or "analytic" (warp only)
 
     def public(self) -> dict[str, object]:
         return {"size": self.crop_size_px, "mode": self.mode.value, "engine": self.engine}

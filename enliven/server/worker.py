@@ -97,9 +97,14 @@ class _Worker:
         return self._photos.collected()
 
     def warm_up(self) -> None:
-        with _new_animator(256, "relative", "analytic") as a:
-            a.prepare(self.builtin)
-            a.step(np.zeros((480, 640, 3), np.uint8), t=0.0)
+        """Load MediaPipe and the generator (its ONNX graphs are exported on the first run) before users come."""
+        for engine in generators():
+            try:
+                with _new_animator(256, "relative", engine) as a:
+                    a.prepare(self.builtin)
+                    a.step(np.zeros((480, 640, 3), np.uint8), t=0.0)
+            except Exception as e:  # the server still starts; sessions asking for that engine get its error
+                logger.warning("worker: warm-up of the %s engine failed: %s", engine, e)
 
     def prepare(self, sid: str, upload: bytes | None, size: int, mode: str, engine: str, max_pixels: int,
                 max_bytes: int) -> tuple[Any, ...]:

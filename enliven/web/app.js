@@ -130,9 +130,10 @@
       run.session = created.session_id;
       run.token = created.token;
       const trained = ui.engine.querySelector('option[value="trained"]');
-      if (created.engines && created.engines.includes("trained")) {
-        trained.disabled = false;
-        trained.textContent = "Trained (learned refiner)";
+      if (!created.engines || !created.engines.includes("trained")) {
+        trained.disabled = true;
+        trained.textContent = "Trained (not available)";
+        ui.engine.value = "analytic";
       }
       setStatus("Asking for the camera\u2026");
       run.stream = await navigator.mediaDevices.getUserMedia({

@@ -75,7 +75,7 @@ def test_output_size_and_controls(server: Server, clip: list[np.ndarray]) -> Non
             assert client.result.received[-1].width == 512
             client.send({"type": "set", "mode": "absolute"})
             client.send({"type": "reset_reference"})
-            client.send({"type": "set", "engine": "trained"})
+            client.send({"type": "set", "engine": "analytic"})  # from the default, trained
             client.send({"type": "set", "size": 256})
             mark = time.monotonic()
             deadline = mark + 20
@@ -89,16 +89,9 @@ def test_output_size_and_controls(server: Server, clip: list[np.ndarray]) -> Non
 
     run(go())
     assert client.result.received[-1].width == 256, "the size change should reach the stream"
-    from enliven.server.worker import generators
-
     settings = [m["settings"] for m in _messages(client, "settings")]
-    errors = _messages(client, "error")
-    if "trained" in generators():
-        assert {"size": 256, "mode": "absolute", "engine": "trained"} in settings
-        assert errors == []
-    else:  # an engine without a trained generator says so and stays analytic
-        assert {"size": 256, "mode": "absolute", "engine": "analytic"} in settings
-        assert [e["code"] for e in errors] == ["unavailable"], errors
+    assert {"size": 256, "mode": "absolute", "engine": "analytic"} in settings
+    assert _messages(client, "error") == []
 
 
 def test_sessions_are_isolated(server: Server, clip: list[np.ndarray], astronaut: np.ndarray) -> None:
