@@ -27,7 +27,7 @@ def test_tps_interpolates_its_control_points():
 def test_zero_motion_gives_back_the_source_crop(crop_and_points):
     image, points = crop_and_points
     warper = Warper(points, 256)
-    map_x, map_y = warper.flow(points)
+    map_x, map_y = np.moveaxis(warper.flow(points), -1, 0)
     gx, gy = np.meshgrid(np.arange(256), np.arange(256))
     assert np.abs(map_x - gx).max() < 0.5 and np.abs(map_y - gy).max() < 0.5
     out = warper.warp(image, points)
@@ -40,7 +40,7 @@ def test_border_stays_fixed_under_large_head_motion(crop_and_points):
     moved = points.copy()
     moved[:, 0] += 20  # head slides 20 px right
     moved[:, 1] -= 10
-    map_x, map_y = warper.flow(moved)
+    map_x, map_y = np.moveaxis(warper.flow(moved), -1, 0)
     gx, gy = np.meshgrid(np.arange(256.0), np.arange(256.0))
     edge = np.zeros((256, 256), bool)
     edge[:2], edge[-2:], edge[:, :2], edge[:, -2:] = True, True, True, True
@@ -81,7 +81,7 @@ def test_gaze_moves_the_iris_inside_the_eye(crop_and_points):
     looking = points.copy()
     looking[topo.RIGHT_IRIS, 0] += 3.0  # both irises move 3 px towards image-right
     looking[topo.LEFT_IRIS, 0] += 3.0
-    map_x, map_y = warper.flow(looking)
+    map_x, map_y = np.moveaxis(warper.flow(looking), -1, 0)
     for iris in (topo.RIGHT_IRIS[0], topo.LEFT_IRIS[0]):
         x, y = points[iris, :2]
         nx, ny = int(round(x + 3)), int(round(y))

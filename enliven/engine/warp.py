@@ -174,6 +174,11 @@ class Warper:
         if self.size_px % cfg.grid_px:
             raise ValueError(f"crop size {self.size_px} must be a multiple of the warp grid {cfg.grid_px}")
         self._cell = self.size_px // cfg.grid_px
+        gw = self.size_px // self._cell + 2  # one extra sample on each side, as in _eval_dense
+        t = (np.arange(-1, gw - 1) + 0.5) * self._cell - 0.5
+        gx, gy = np.meshgrid(t, t)
+        self._grid = _GridKernel(np.stack([gx.ravel(), gy.ravel()], 1))
+        self._fine = np.empty((gw * self._cell, gw * self._cell, 2), np.float32)
         self._detail_step = max(1, self.size_px // 128)
         self._src_all = np.concatenate([self._src_face, self._src_ring, self._border])
         self._src_upper = self.source_points[topo.LIPS_INNER_UPPER, :2].astype(np.float64)
@@ -260,25 +265,61 @@ class Warper:
             out.append((p + side, target + side))
         return out
 
-    def flow(self, driven_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Remap tables (map_x, map_y), each (size, size) float32: output pixel -> source pixel."""
+    def flow(self, driven_points: np.ndarray) -> np.ndarray:
+        """The remap table (size, size, 2) float32: output pixel -> source pixel (x, y).
+
+        Written into a buffer this Warper owns (valid until the next call), so no large array is
+        allocated per frame: the coarse grid's kernel matrix, the upsampled grid and the map are reused.
+        """
         if driven_points.shape != (topo.NUM_LANDMARKS, 3):
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
         dst, src = self.control_points(driven_points)
         coef = solve_tps(dst, src, self.config.regularization)
-        s = self.size_px
-        full = _eval_dense(coef, dst, 0, 0, s, s, self._cell)
+        s, cell = self.size_px, self._cell
+        gw = s // cell + 2
+        coarse = self._grid.evaluate(coef, dst).reshape(gw, gw, 2)
+        cv2.resize(coarse, (gw * cell, gw * cell), dst=self._fine, interpolation=cv2.INTER_LINEAR)
+        full = self._fine[cell:cell + s, cell:cell + s]  # a view: the crop's pixels of the upsampled grid
         # Eyes and mouth move by a few pixels over a few pixels (gaze, lids, lips): the coarse grid
         # would blur that, so there the spline is evaluated densely (every pixel at 128, 2 at 256...).
         step = self._detail_step
         for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
             full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
-        return np.ascontiguousarray(full[..., 0]), np.ascontiguousarray(full[..., 1])
+        return full
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
         """The source crop (S, S, 3) uint8 moved to the driven landmarks; returns (S, S, 3) uint8."""
-        map_x, map_y = self.flow(driven_points)
-        return cv2.remap(source_crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.remap(source_crop, self.flow(driven_points), None, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+
+
+class _GridKernel:
+    """The spline evaluated at a fixed set of points (the coarse grid), with buffers reused per frame.
+
+    The points' squared norms are computed once; per frame only the (M, N) distance/kernel matrix
+    is refilled in place (N = control points, which varies a little with the mouth and irises).
+    """
+
+    def __init__(self, points: np.ndarray) -> None:
+        self.q = np.ascontiguousarray(points, dtype=np.float32)  # (M, 2)
+        self.qq = (self.q * self.q).sum(1)[:, None]  # (M, 1)
+        self._buf = np.empty((len(self.q), 0), np.float32)
+
+    def evaluate(self, coef: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """f(points) as (M, 2) float32 for spline coefficients (N + 3, 2) with centres ``dst`` (N, 2)."""
+        n = len(dst)
+        if self._buf.shape[1] < n:
+            self._buf = np.empty((len(self.q), n + 16), np.float32)
+        d2 = self._buf[:, :n]
+        c = dst.astype(np.float32)
+        np.matmul(self.q, c.T * -2.0, out=d2)
+        d2 += self.qq
+        d2 += (c * c).sum(1)[None, :]
+        np.maximum(d2, 1e-12, out=d2)
+        u = np.log(d2)
+        u *= d2  # U = r^2 log r^2
+        w = coef.astype(np.float32)
+        return u @ w[:n] + w[n] + self.q @ w[n + 1:]
 
 
 def inner_mouth_mask(points: np.ndarray, size_px: int) -> np.ndarray:
