@@ -56,3 +56,14 @@ def test_missing_or_corrupt_model_gives_a_clear_error(tmp_path):
         OnnxModel(bad)
     with pytest.raises(ModelFileError, match="providers"):
         pick_providers(("NoSuchExecutionProvider",))
+
+
+def test_tensorrt_provider_gets_an_engine_cache_and_others_pass_through(tmp_path):
+    from enliven.engine.runtime import provider_options
+
+    opts = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                            cache_dir=tmp_path / "trt")
+    name, trt = opts[0]
+    assert name == "TensorrtExecutionProvider" and trt["trt_engine_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "trt") and (tmp_path / "trt").is_dir()
+    assert opts[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

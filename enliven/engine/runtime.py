@@ -77,6 +77,21 @@ def pick_providers(preferred: tuple[str, ...] | None = None) -> list[str]:
     return chosen
 
 
+def provider_options(chosen: list[str], cache_dir: Path | None = None) -> list[str | tuple[str, dict[str, str]]]:
+    """``chosen`` with the options each provider needs: TensorRT gets fp16 and an engine cache
+    (without one, every new session would rebuild its engine, which takes minutes)."""
+    out: list[str | tuple[str, dict[str, str]]] = []
+    for name in chosen:
+        if name == "TensorrtExecutionProvider":
+            folder = cache_dir or Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser() / "tensorrt"
+            folder.mkdir(parents=True, exist_ok=True)
+            out.append((name, {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                               "trt_engine_cache_path": str(folder), "trt_timing_cache_enable": "True"}))
+        else:
+            out.append(name)
+    return out
+
+
 def _ort_errors() -> tuple[type[BaseException], ...]:
     """onnxruntime's own exception classes (not subclasses of RuntimeError)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
@@ -106,7 +121,8 @@ class OnnxModel:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(file), options, providers=pick_providers(config.providers))
+            self._session = ort.InferenceSession(str(file), options,
+                                                 providers=provider_options(pick_providers(config.providers)))
         except (RuntimeError, ValueError, *_ort_errors()) as e:
             raise ModelFileError(f"cannot load model {file}: {str(e).splitlines()[0][:200]}") from e
         self.provider = self._session.get_providers()[0]

@@ -2,7 +2,7 @@
 
 Two ways to TensorRT, both from the same ONNX file:
 - ONNX Runtime's TensorRT execution provider (what ``runtime.OnnxModel`` picks first when present),
-  which builds and caches its own engine: ``tensorrt_provider_options`` gives it fp16 and a cache folder;
+  which builds and caches its own engine (``runtime.provider_options``: fp16 and a cache folder);
 - a standalone serialized engine (``build_engine``), with an optimisation profile over the batch
   sizes the server uses, for deployments that run TensorRT directly.
 On a machine without TensorRT or CUDA both raise TensorRTUnavailable with the reason.
@@ -43,13 +43,6 @@ def tensorrt_unavailable_reason() -> str | None:
         except OSError:
             continue
     return "the CUDA driver (libcuda) is not installed"
-
-
-def tensorrt_provider_options(cache_dir: Path, fp16: bool = True) -> dict[str, str]:
-    """Options for ONNX Runtime's TensorrtExecutionProvider: fp16 and an engine cache beside the graphs."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return {"trt_fp16_enable": "True" if fp16 else "False", "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": "True"}
 
 
 def build_engine(onnx_path: Path, engine_path: Path, fp16: bool = True, max_batch: int = 16,
