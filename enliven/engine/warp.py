@@ -16,7 +16,7 @@ import numpy as np
 from . import topology as topo
 from .errors import ShapeError
 from .canonical import load_canonical
-from .motion import fit_pose
+from .motion import fit_pose, unpose
 from .runtime import single_thread_blas
 
 
@@ -28,6 +28,11 @@ class WarpConfig:
     ring_scale: float = 1.6  # ring radius relative to the face oval's, around the oval centre
     ring_depth: float = 0.6  # depth of the ring behind the face's rigid points, canonical units (hair, ears)
     regularization: float = 1e-6  # spline smoothing (relative to the mean kernel value); >0 keeps it stable
+    # Self-occlusion: a face point that turns behind another (driven distance < fold_start x its source
+    # distance, and deeper) is let go of gradually, fully at fold_end, instead of folding the image there.
+    fold_start: float = 0.7
+    fold_end: float = 0.35
+    fold_release: float = 1.0  # regularization of a fully released point, relative to the mean kernel value
 
 
 def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int, height: int,
@@ -76,11 +81,14 @@ def _tps_kernel(d2: np.ndarray) -> np.ndarray:
     return d2 * np.log(np.maximum(d2, 1e-12))
 
 
-def solve_tps(dst: np.ndarray, src: np.ndarray, regularization: float = 1e-3) -> np.ndarray:
+def solve_tps(dst: np.ndarray, src: np.ndarray, regularization: float = 1e-3,
+              release: np.ndarray | None = None) -> np.ndarray:
     """Coefficients of the 2-D thin-plate spline f with f(dst[i]) ~= src[i].
 
-    Args: dst, src (N, 2) float, pixels. Returns (N + 3, 2) float64: N kernel weights then the
-    affine part (constant, x, y).
+    Args: dst, src (N, 2) float, pixels; regularization: smoothing relative to the mean kernel value;
+    release: optional (N,) extra smoothing per point, same units (a large value lets point i go:
+    the spline no longer has to pass through it). Returns (N + 3, 2) float64: N kernel weights then
+    the affine part (constant, x, y).
     """
     if dst.shape != src.shape or dst.ndim != 2 or dst.shape[1] != 2:
         raise ShapeError(f"expected two (N, 2) arrays; got {dst.shape} and {src.shape}")
@@ -88,7 +96,8 @@ def solve_tps(dst: np.ndarray, src: np.ndarray, regularization: float = 1e-3) ->
     d = dst.astype(np.float64)
     d2 = ((d[:, None, :] - d[None, :, :]) ** 2).sum(-1)
     k = _tps_kernel(d2)
-    k[np.diag_indices(n)] += regularization * max(float(np.abs(k).mean()), 1e-9)
+    scale = max(float(np.abs(k).mean()), 1e-9)
+    k[np.diag_indices(n)] += regularization * scale if release is None else (regularization + release) * scale
     p = np.concatenate([np.ones((n, 1)), d], axis=1)
     a = np.zeros((n + 3, n + 3))
     a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
@@ -186,11 +195,58 @@ class Warper:
         self._src_gap = np.linalg.norm(self._src_lower - self._src_upper, axis=1)
         self._src_mid = (self._src_upper + self._src_lower) / 2
         self._src_iod = topo.interocular_distance(self.source_points)
+        self._fold_pairs = self._occlusion_pairs()
         self._eyes = [(self.source_points[contour, :2].astype(np.float64), self.source_points[iris[0], :2],
                        _lid_gap(self.source_points, upper, lower), contour, iris[0], upper, lower)
                       for contour, iris, upper, lower in (
                           (topo.RIGHT_EYE, topo.RIGHT_IRIS, topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
                           (topo.LEFT_EYE, topo.LEFT_IRIS, topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER))]
+
+    def _occlusion_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs (i, j) of face control points that can fold onto each other, with their source distance.
+
+        Eyes, irises and the inner lips are left out: lids and lips meet by design and have their
+        own handling (minimum gaps, mouth layout). Pairs closer than a tenth of the interocular
+        distance in the source are left out too (neighbours always move together).
+        """
+        skip = set(np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_INNER]).tolist())
+        idx = np.array([k for k, lm in enumerate(topo.WARP_POINTS) if lm not in skip])
+        pts = self._src_face[idx]
+        dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        i, j = np.nonzero(np.triu(dist >= 0.1 * self._src_iod, 1))
+        # The source face in the canonical frame, unit scale, so a rotation alone poses it like the driven head;
+        # the pairs' source distances in the same units.
+        src_pose = fit_pose(self.source_points, self._canonical)
+        self._face_canonical = unpose(self.source_points, src_pose)[topo.WARP_POINTS]
+        frontal = self._face_canonical @ src_pose.rotation.T
+        src_canon = np.linalg.norm(frontal[idx[i], :2] - frontal[idx[j], :2], axis=1)
+        return idx[i], idx[j], src_canon
+
+    def release(self, driven_points: np.ndarray, total: int) -> np.ndarray:
+        """Per control point (``total`` of them, face points first), how much to let it go, in [0, fold_release].
+
+        A face point that the head's rotation brings much closer to another than in the source, and
+        behind it, has turned out of sight: on a head turn the far cheek's outline slides onto the
+        brow and the cheek. Holding it would squeeze centimetres of the source into a pixel (a fold
+        with huge spline weights); released, the spline follows the visible points. Only the rigid
+        head motion counts (the source shape posed like the driven head, scale normalised), so an
+        opening jaw or a smile never releases anything. The release rises smoothly: nothing pops.
+        """
+        cfg = self.config
+        out = np.zeros(total)
+        i, j, src_d = self._fold_pairs
+        pose = fit_pose(driven_points, self._canonical)
+        posed = self._face_canonical @ pose.rotation.T  # the source face turned like the driven head
+        ratio = np.linalg.norm(posed[i, :2] - posed[j, :2], axis=1) / src_d
+        folding = ratio < cfg.fold_start
+        if not folding.any():
+            return out
+        i, j, ratio = i[folding], j[folding], ratio[folding]
+        behind = np.where(posed[i, 2] > posed[j, 2], i, j)
+        w = np.clip((cfg.fold_start - ratio) / (cfg.fold_start - cfg.fold_end), 0.0, 1.0)
+        w = w * w * (3 - 2 * w)
+        np.maximum.at(out, behind, w * cfg.fold_release)
+        return out
 
     def _lift(self, ring: np.ndarray, pose) -> np.ndarray:  # noqa: ANN001 (motion.Pose)
         """Canonical 3-D points (K, 3) that the pose projects onto ``ring`` (K, 2), at the ring's depth.
@@ -274,7 +330,7 @@ class Warper:
         if driven_points.shape != (topo.NUM_LANDMARKS, 3):
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
         dst, src = self.control_points(driven_points)
-        coef = solve_tps(dst, src, self.config.regularization)
+        coef = solve_tps(dst, src, self.config.regularization, self.release(driven_points, len(dst)))
         s, cell = self.size_px, self._cell
         gw = s // cell + 2
         coarse = self._grid.evaluate(coef, dst).reshape(gw, gw, 2)
