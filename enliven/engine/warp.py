@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from . import topology as topo
-from .errors import ShapeError
 from .canonical import load_canonical
+from .errors import ShapeError
 from .motion import fit_pose, unpose
 from .runtime import single_thread_blas
 

@@ -58,6 +58,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--precision", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp32"],
                    help="one or more: fp32 (default), fp16 (GPU), int8 (CPU, calibrated on the built-in clip)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
-    p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (needs a GPU and the gpu extra)")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build a TensorRT engine (needs a GPU and the gpu extra)")
     p.set_defaults(func=_cmd_export)
     return p

@@ -159,7 +159,7 @@ def compare(model: "Refiner", exported: ExportedGenerator, real_frames: int = 8,
         return ref
 
     rng = np.random.default_rng(0)
-    r, c = exported.resolution_px, exported.code_dim
+    r = exported.resolution_px
     samples = real_inputs(r, frames=real_frames)
     for n in batches:
         code = check(enc, {"source": rng.random((n, 3, r, r), dtype=np.float32)})["code"]
