@@ -122,3 +122,29 @@ def test_head_turns_do_not_fold_the_far_cheek(astronaut):
     assert min(dets) > 0.0, dets
     assert max(released) > 0.5  # the far outline was really let go somewhere in the turn
     assert released[0] == 0.0  # and not while the head is near frontal
+
+
+def test_a_closed_lid_is_covered_with_lid_skin_not_the_iris(astronaut):
+    """Halfway between brow and a closed upper lid the output shows the source's halfway lid skin.
+
+    Without the brow-lid control points the spline kept that skin still under the brow (the
+    halfway row sampled the source ~10 px too high) and crammed the rest of the lid, lashes and
+    a strip of the eye into the last rows above the closed lid: a ghost of the iris on the lid.
+    """
+    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.engine.procedural import builtin_motion
+
+    motion = builtin_motion(fps=30.0)
+    shut = int(np.argmin([sum(topo.eye_opening(p)) for p in motion[:150]]))
+    with Animator(AnimatorConfig(crop_size_px=512, output="crop", generator="analytic")) as anim:
+        anim.prepare(astronaut)
+        for i, points in enumerate(motion[:shut + 1]):
+            anim.step_landmarks(points, t=i / 30)
+        src, drv = anim.source.points, anim.last.driven_points
+        flow = anim._warper.flow(drv)
+    assert sum(topo.eye_opening(drv)) < 0.5 * sum(topo.eye_opening(src))  # the eyes really are closed
+    half_src, half_drv = Warper.lid_midpoints(src), Warper.lid_midpoints(drv)
+    for k in (1, 3, 5, 8, 10, 12):  # points along both upper lids
+        x, y = half_drv[k]
+        sampled = flow[int(round(y)), int(round(x))]
+        assert np.abs(sampled - half_src[k]).max() < 1.5, (k, sampled, half_src[k])

@@ -20,6 +20,9 @@ from .motion import fit_pose, unpose
 from .runtime import single_thread_blas
 
 
+LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
+
+
 @dataclass(frozen=True)
 class WarpConfig:
     grid_px: int = 64  # the spline is evaluated on grid_px x grid_px points, then upsampled
@@ -196,6 +199,7 @@ class Warper:
         self._src_mid = (self._src_upper + self._src_lower) / 2
         self._src_iod = topo.interocular_distance(self.source_points)
         self._fold_pairs = self._occlusion_pairs()
+        self._src_lid_mid = self.lid_midpoints(self.source_points)
         self._eyes = [(self.source_points[contour, :2].astype(np.float64), self.source_points[iris[0], :2],
                        _lid_gap(self.source_points, upper, lower), contour, iris[0], upper, lower)
                       for contour, iris, upper, lower in (
@@ -290,7 +294,28 @@ class Warper:
         for d, s_ in self._iris_points(driven_points):
             dst.append(d)
             src.append(s_)
+        dst.append(self.lid_midpoints(driven_points))
+        src.append(self._src_lid_mid)
         return np.concatenate(dst), np.concatenate(src)
+
+    @staticmethod
+    def lid_midpoints(points: np.ndarray) -> np.ndarray:
+        """Points between each upper-lid point and the brow above it, (14 * len(LID_STRETCH), 2) float64 pixels.
+
+        As control points they spread the lid skin evenly between brow and lashes when the eye
+        closes; without them the spline keeps the skin under the brow and stretches one row of the
+        source's eye (iris included) over the closed lid: a ghost of the iris on the lid.
+        """
+        out = []
+        for upper, brow in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYEBROW[:5]),  # the brows' lower contours
+                            (topo.LEFT_EYE_UPPER, topo.LEFT_EYEBROW[:5])):
+            lid = points[upper, :2].astype(np.float64)
+            b = points[brow, :2].astype(np.float64)
+            order = np.argsort(b[:, 0])
+            brow_y = np.interp(lid[:, 0], b[order, 0], b[order, 1])
+            for f in LID_STRETCH:
+                out.append(np.stack([lid[:, 0], brow_y + f * (lid[:, 1] - brow_y)], 1))
+        return np.concatenate(out)
 
     def _iris_points(self, driven_points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Control points (3, 2) driven and source per open eye moving the iris (gaze), inside the eye.

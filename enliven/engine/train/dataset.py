@@ -51,7 +51,7 @@ class PairConfig:
     min_frame_gap: int = 3  # source and driver at least this many frames apart
     dev_people: int = 4  # train people held out of the pairs to watch a held-out loss (never val people)
     seed: int = 0  # seed of the draw and the jitter
-    warp_version: int = 3  # bump when warp.py changes what the analytic output looks like (rebuilds the pairs)
+    warp_version: int = 4  # bump when warp.py changes what the analytic output looks like (rebuilds the pairs)
     clamp_closures: bool = True  # keep the driver's lids and lips apart as retarget() does at inference
 
     def digest(self) -> str:
