@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .engine.animator import Animator, AnimatorConfig
+from .engine.pipeline import PipelinedAnimator
 from .engine.defaults import builtin_photo
 from .engine.image_io import load_photo
 from .engine.video_io import DrivingVideo, VideoWriter
@@ -94,18 +95,28 @@ def animate_video(photo: str | Path | None, driving: str | Path, output: str | P
     image = builtin_photo() if photo is None else load_photo(photo)
     start = time.perf_counter()
     found = frames = 0
-    with Animator(config) as animator, DrivingVideo(driving) as video:
+    with PipelinedAnimator(Animator(config)) as animator, DrivingVideo(driving) as video:
         source = animator.prepare(image)
         size = (image.shape[1], image.shape[0]) if config.output == "photo" else (config.crop_size_px,) * 2
         recorder = _StripRecorder(Path(strip) if strip else None, video.num_frames, source.crop)
         with VideoWriter(output, video.fps, size, audio_from=str(driving) if video.has_audio else None) as writer:
-            for i, frame in enumerate(tqdm(video, total=video.num_frames, unit="frame", disable=not progress,
-                                           desc="animating")):
-                out = animator.step(frame, t=i / video.fps)
+            previous: np.ndarray | None = None
+
+            def emit(out: np.ndarray | None, index: int, driver: np.ndarray | None) -> None:
+                nonlocal found, frames
+                if out is None or driver is None:
+                    return
                 writer.write(out)
                 found += animator.last.face_found
                 frames += 1
-                recorder.offer(i, frame, _crop_of(animator, out))
+                recorder.offer(index, driver, _crop_of(animator.animator, out))
+
+            # Landmarks of frame i run in a second process while this one animates frame i - 1.
+            for i, frame in enumerate(tqdm(video, total=video.num_frames, unit="frame", disable=not progress,
+                                           desc="animating")):
+                emit(animator.step(frame, t=i / video.fps), i - 1, previous)
+                previous = frame
+            emit(animator.flush(), frames, previous)
         fps, count = video.fps, source.face.face_count
     return AnimateReport(Path(output), frames, fps, time.perf_counter() - start, found / max(frames, 1), count,
                          recorder.save())
