@@ -193,11 +193,22 @@ class StaticMesh:
     def __init__(self) -> None:
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                                     min_detection_confidence=0.3)
+        from .landmarks import native_logs_silenced
+
+        with native_logs_silenced():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                         refine_landmarks=True, min_detection_confidence=0.3)
+        self._first = True
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        r = self._mesh.process(np.ascontiguousarray(image))
+        if self._first:  # the first run prints the TFLite delegate lines
+            from .landmarks import native_logs_silenced
+
+            with native_logs_silenced():
+                r = self._mesh.process(np.ascontiguousarray(image))
+            self._first = False
+        else:
+            r = self._mesh.process(np.ascontiguousarray(image))
         if not r.multi_face_landmarks:
             return None
         h, w = image.shape[:2]

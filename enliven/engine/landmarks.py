@@ -28,7 +28,7 @@ _stderr_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _native_logs_silenced() -> Iterator[None]:
+def native_logs_silenced() -> Iterator[None]:
     """Silence fd 2 while MediaPipe builds a graph and runs it once.
 
     TFLite and MediaPipe print INFO/WARNING lines straight to the process's stderr from C++
@@ -120,7 +120,7 @@ class LandmarkTracker:
     def __init__(self, smoothing: SmoothingConfig | None = None, smooth: bool = True) -> None:
         import mediapipe as mp
 
-        with _native_logs_silenced():
+        with native_logs_silenced():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=1, refine_landmarks=True,
                 min_detection_confidence=0.5, min_tracking_confidence=0.5)
@@ -137,7 +137,7 @@ class LandmarkTracker:
         """
         _check_rgb(frame)
         if self._first:  # the first run prints the TFLite delegate lines
-            with _native_logs_silenced():
+            with native_logs_silenced():
                 result = self._mesh.process(frame)
             self._first = False
         else:
@@ -178,7 +178,7 @@ def _detect_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     import mediapipe as mp
 
     h, w = image.shape[:2]
-    with _native_logs_silenced(), \
+    with native_logs_silenced(), \
             mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
         result = det.process(image)
     boxes = []
@@ -195,7 +195,7 @@ def _mesh_static(image: np.ndarray) -> np.ndarray | None:
     """FaceMesh landmarks of the largest face in a (small) image, static mode; None if none."""
     import mediapipe as mp
 
-    with _native_logs_silenced(), mp.solutions.face_mesh.FaceMesh(
+    with native_logs_silenced(), mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4) as mesh:
         result = mesh.process(image)
     if not result.multi_face_landmarks:
