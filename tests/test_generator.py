@@ -1,6 +1,7 @@
 """The learned generator: factory, shapes, bounds, gating, weights files, runtime inputs (export: test_export)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -166,7 +167,9 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
     a, t = outs["analytic"].astype(int), outs["trained"].astype(int)
     assert a.shape == t.shape == (256, 256, 3)
     gate = refine.face_gate(driven, 256)
-    outside = gate == 0
+    # The refiner's own gate is drawn at 128 px and upsampled: allow its feather 4 px beyond this one.
+    outside = cv2.dilate((gate > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert outside.mean() > 0.4
     assert np.abs(a - t)[outside].max() <= 1  # only rounding outside the face
     assert np.abs(a - t)[gate > 0.5].mean() > 0.0
 

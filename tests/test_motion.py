@@ -86,3 +86,32 @@ def test_reference_is_the_most_neutral_frame_of_the_calibration_window():
     ref2.update(first, 0.0)
     got = ref2.update(neutral, 1.0)
     assert topo.mouth_opening(got.shape) < 0.05
+
+
+def test_soft_limits_pass_small_motion_and_bound_large_motion():
+    from enliven.engine.motion import MotionLimits, limit_rotation, soft_limit
+
+    assert soft_limit(0.3, 1.0) == pytest.approx(0.3)  # below the knee: unchanged
+    big = soft_limit(np.array([-5.0, 0.9, 50.0]), 1.0)
+    assert np.all(np.abs(big) <= 1.0) and big[0] < -0.95 and 0.7 < big[1] < 0.9
+    xs = np.linspace(0, 2, 201)
+    assert np.all(np.diff(soft_limit(xs, 1.0)) > 0)  # monotonic and continuous: no reversal, no jump
+    assert np.abs(np.diff(soft_limit(xs, 1.0))).max() <= 0.01 + 1e-12
+    limits = MotionLimits(rotation_deg=35.0)
+    for deg in (10.0, 20.0, 60.0, 90.0):
+        limited = limit_rotation(rotation_from_angles(deg, 0.0, 0.0), limits)
+        got = np.degrees(np.arccos(np.clip((np.trace(limited) - 1) / 2, -1, 1)))
+        assert got <= 35.0 + 1e-6 and (got == pytest.approx(deg, abs=1e-6) if deg <= 24.5 else got < deg)
+
+
+def test_a_driver_in_profile_turns_the_photo_only_to_the_limit():
+    ref = FaceState.measure(posed(0, 0, 0), CANON)
+    now = FaceState.measure(posed(85, 0, 0, shift=(400, 0, 0)), CANON)  # near profile, and far to one side
+    source = FaceState.measure(posed(0, 0, 0, shift=(128, 128, 0), scale=50), CANON)
+    motion = measure_motion(now, ref)
+    out = FaceState.measure(retarget(source, motion), CANON)
+    yaw = angles_from_rotation(out.pose.rotation)[0]
+    assert 24.0 < abs(yaw) <= 35.0 + 0.5  # turned a lot, but not into a profile the warp would tear
+    assert np.linalg.norm(out.pose.translation[:2] - source.pose.translation[:2]) <= 50 * 1.0 * np.sqrt(2) + 1
+    free = FaceState.measure(retarget(source, motion, limits=None), CANON)  # without limits it goes all the way
+    assert abs(angles_from_rotation(free.pose.rotation)[0]) > 80.0

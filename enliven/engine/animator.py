@@ -17,7 +17,8 @@ from .canonical import load_canonical
 from .compose import CropTransform, PasteBack, crop, crop_transform
 from .errors import ShapeError
 from .landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
-from .motion import DriverReference, FaceState, Motion, MotionGains, TransferMode, measure_motion, retarget
+from .motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
+                     retarget)
 from .warp import Warper, WarpConfig, fill_mouth_gap, lip_color
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class AnimatorConfig:
     mode: TransferMode = TransferMode.RELATIVE  # relative (default) or absolute head pose
     output: Literal["photo", "crop"] = "photo"  # full photo at its own resolution, or the crop only
     gains: MotionGains = MotionGains()  # per-channel motion gains
+    limits: MotionLimits | None = MotionLimits()  # how far the head may turn/move from the photo's pose (None: no limit)
     smoothing: SmoothingConfig = SmoothingConfig()  # One-Euro settings of the driver landmarks
     warp: WarpConfig = WarpConfig()
     calibration_s: float = 1.0  # the most neutral driver frame of this first window is the reference
@@ -164,7 +166,8 @@ class Animator:
         timings = self.last.timings_ms
         t0 = time.perf_counter()
         self._motion = self._update_motion(points, t)
-        driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains)
+        driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains,
+                          limits=self.config.limits)
         t1 = time.perf_counter()
         out = self._warper.warp(self.source.crop, driven)
         fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)

@@ -158,6 +158,39 @@ class MotionGains:
     lips: float = 1.0  # lips and jaw
 
 
+@dataclass(frozen=True)
+class MotionLimits:
+    """How far the head may go from the photo's own pose: beyond this a 2-D warp of one photo tears.
+
+    Each limit is soft: motion passes unchanged up to ``knee`` times the limit, then bends smoothly
+    towards the limit (a driver in profile turns the photo ~35 degrees, not 90, and the crop never
+    flies off sideways). None of them touches the expression.
+    """
+
+    rotation_deg: float = 35.0  # angle of the head's rotation away from the photo's pose
+    shift_iod: float = 1.0  # head translation, in the photo's interocular distances (each axis)
+    log_scale: float = 0.35  # head size change, log of the ratio (+-0.35: x0.70 .. x1.42)
+    knee: float = 0.7
+
+
+def soft_limit(x: np.ndarray | float, limit: float, knee: float = 0.7) -> np.ndarray:
+    """Identity up to ``knee * limit`` in magnitude, then a tanh bend that never exceeds ``limit``."""
+    a = np.abs(np.asarray(x, np.float64))
+    k = knee * limit
+    bent = k + (limit - k) * np.tanh((a - k) / max(limit - k, 1e-9))
+    return np.sign(x) * np.where(a <= k, a, bent)
+
+
+def limit_rotation(rotation: np.ndarray, limits: MotionLimits) -> np.ndarray:
+    """A (3, 3) rotation with its angle softly limited to ``limits.rotation_deg`` (same axis)."""
+    rv = _rotvec(rotation)
+    angle = float(np.linalg.norm(rv))
+    if angle < 1e-9:
+        return rotation
+    allowed = float(soft_limit(angle, np.radians(limits.rotation_deg), limits.knee))
+    return _rotmat(rv * (allowed / angle))
+
+
 _EYE_POINTS = np.unique(np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE, topo.RIGHT_IRIS, topo.LEFT_IRIS,
                                         topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW]))
 _LIP_POINTS = np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER]))
@@ -204,20 +237,27 @@ def clamp_closures(shape: np.ndarray, source: np.ndarray | None = None, min_lip_
 
 
 def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMode.RELATIVE,
-             gains: MotionGains = MotionGains(), reference_rotation: np.ndarray | None = None) -> np.ndarray:
+             gains: MotionGains = MotionGains(), reference_rotation: np.ndarray | None = None,
+             limits: MotionLimits | None = MotionLimits()) -> np.ndarray:
     """Driven landmarks (478, 3) float64, in the source's pixels: the source face moved as the driver.
 
     Relative mode: R' = R_rel @ R_src, t' = t_src + shift * s_src, s' = s_src * exp(log_scale).
     Absolute mode: R' = R_driver (the driver's own orientation), position and scale as relative.
     The expression offsets are always relative (absolute offsets would copy the driver's shape).
+    ``limits`` (None: none) softly bound how far the head goes from the photo's pose.
     """
-    rel = _rotmat(gains.pose * motion.rotvec)
     if mode is TransferMode.ABSOLUTE:
-        rotation = _rotmat(gains.pose * motion.absolute_rotation)
+        rel = _rotmat(gains.pose * motion.absolute_rotation) @ source.pose.rotation.T
     else:
-        rotation = rel @ source.pose.rotation
-    scale = source.pose.scale * float(np.exp(gains.pose * motion.log_scale))
-    translation = source.pose.translation + gains.pose * motion.shift * source.pose.scale
+        rel = _rotmat(gains.pose * motion.rotvec)
+    log_scale, shift = gains.pose * motion.log_scale, gains.pose * motion.shift
+    if limits is not None:
+        rel = limit_rotation(rel, limits)
+        log_scale = float(soft_limit(log_scale, limits.log_scale, limits.knee))
+        shift = soft_limit(shift, limits.shift_iod, limits.knee)
+    rotation = rel @ source.pose.rotation
+    scale = source.pose.scale * float(np.exp(log_scale))
+    translation = source.pose.translation + shift * source.pose.scale
     shape = clamp_closures(source.shape + _channel_weights(gains) * motion.expression, source.shape)
     return apply_pose(shape, Pose(rotation, translation, scale))
 
