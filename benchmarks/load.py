@@ -251,7 +251,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         dropped = r["server_dropped_frames"]
         lines.append(
-            f"| {r.get('engine', 'analytic')} | {r['sessions']} | {_workers_label(r)} | {r.get('input_fps_sent_mean', r['input_fps'])} "
+            f"| {r.get('engine', 'analytic')} | {r['sessions']} | {_workers_label(r)} "
+            f"| {r.get('input_fps_sent_mean', r['input_fps'])} "
             f"| {r['fps_min']} / {r['fps_mean']} "
             f"| {r['latency_p50_ms']} / {r['latency_p95_ms']} / "
             f"{r['latency_p99_ms']} | {r['server_cpu_pct_mean']} | {r['client_cpu_pct_mean']} | "
@@ -271,7 +272,8 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
         f"Recorded {record['date']} from {record.get('source', 'unknown')} on {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}; "
         f"versions {json.dumps(m['versions'])}.",
-        f"The server (its own process, engine as the table says, {first['crop_size_px']}x{first['crop_size_px']} output, "
+        f"The server (its own process, engine as the table says, "
+        f"{first['crop_size_px']}x{first['crop_size_px']} output, "
         "inference in worker processes or in threads, as the table says) against N aiortc clients in a second "
         "process, each sending the built-in "
         f"face clip at 640x480, up to {first['input_fps']:g} fps (VP8; like the page, a client sends fewer frames "

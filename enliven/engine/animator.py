@@ -33,7 +33,7 @@ class AnimatorConfig:
     mode: TransferMode = TransferMode.RELATIVE  # relative (default) or absolute head pose
     output: Literal["photo", "crop"] = "photo"  # full photo at its own resolution, or the crop only
     gains: MotionGains = MotionGains()  # per-channel motion gains
-    limits: MotionLimits | None = MotionLimits()  # how far the head may turn/move from the photo's pose (None: no limit)
+    limits: MotionLimits | None = MotionLimits()  # how far the head may go from the photo's pose (None: no limit)
     smoothing: SmoothingConfig = SmoothingConfig()  # One-Euro settings of the driver landmarks
     warp: WarpConfig = WarpConfig()
     calibration_s: float = 1.0  # the most neutral driver frame of this first window is the reference

@@ -452,7 +452,8 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         "self_reenactment": {m: _mean(r) for m, r in self_rows.items()},
         "cross_reenactment": {m: _mean(r) for m, r in cross_rows.items()},
         "cost_ms": {**{k: {"p50": float(np.median(v)), "p95": float(np.percentile(v, 95))}
-                       for k, v in timings.items() if v}, **{f"decoder_{k}": v for k, v in timings_summary_extra.items()}},
+                       for k, v in timings.items() if v},
+                    **{f"decoder_{k}": v for k, v in timings_summary_extra.items()}},
         "frames": {"self": len(self_rows["trained"]), "cross": len(cross_rows["trained"]),
                    "clips": len(per_clip), "cross_pairs": len(chosen)},
         "per_clip": per_clip,

@@ -159,7 +159,10 @@ def read_graph(path: Path) -> list[tuple[str, str, list[str], dict[str, Any]]]:
 
 # --- running the graph in torch (NCHW) ------------------------------------------------------------------
 
-def _topological(nodes: list[tuple[str, str, list[str], dict[str, Any]]]) -> list[tuple[str, str, list[str], dict[str, Any]]]:
+_Node = tuple[str, str, list[str], dict[str, Any]]
+
+
+def _topological(nodes: list[_Node]) -> list[_Node]:
     """Nodes ordered so every node comes after its inputs (a GraphDef need not be)."""
     by_name = {n[0]: n for n in nodes}
     done: set[str] = set()
