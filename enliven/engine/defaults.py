@@ -1,7 +1,9 @@
-"""Built-in defaults the product ships: the default portrait."""
+"""Built-in defaults the product ships: the default portrait, where caches go."""
 from __future__ import annotations
 
+import os
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -14,3 +16,11 @@ def builtin_photo() -> np.ndarray:
     """The built-in default portrait, (512, 512, 3) uint8 RGB."""
     with resources.as_file(resources.files("enliven.engine.assets") / BUILTIN_PHOTO) as path:
         return load_photo(path)
+
+
+def cache_root() -> Path:
+    """The folder of everything enliven caches outside the repo: $ENLIVEN_CACHE, default ~/.cache/enliven.
+
+    Read at each call, so a process (or a test) that sets the variable later is honoured.
+    """
+    return Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser()

@@ -227,16 +227,24 @@ def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None
     return digest
 
 
+def shipped_weights_path(name: str | None = None) -> Path:
+    """Where the shipped weights of generator ``name`` (default: the default one) live in the package.
+
+    Raises: ValueError for an unknown name; ModelFileError when that generator ships no weights.
+    """
+    spec = generator_spec(name or DEFAULT_GENERATOR)
+    if spec.weights is None:
+        raise ModelFileError(f"generator {spec.name!r} has no shipped weights")
+    return WEIGHTS_DIR / spec.weights
+
+
 def load_generator(name: str | None = None, path: Path | None = None) -> Refiner:
     """A trained generator in eval mode: the shipped weights of ``name``, or a weights file ``path``.
 
     Raises: ModelFileError when the file is missing, corrupt, of another architecture or fails its sha256.
     """
     if path is None:
-        spec = generator_spec(name or DEFAULT_GENERATOR)
-        if spec.weights is None:
-            raise ModelFileError(f"generator {spec.name!r} has no shipped weights")
-        path = WEIGHTS_DIR / spec.weights
+        path = shipped_weights_path(name)
         if not path.exists():
             raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
         digest_file = path.with_suffix(".sha256")

@@ -83,7 +83,9 @@ def provider_options(chosen: list[str], cache_dir: Path | None = None) -> list[s
     out: list[str | tuple[str, dict[str, str]]] = []
     for name in chosen:
         if name == "TensorrtExecutionProvider":
-            folder = cache_dir or Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser() / "tensorrt"
+            from .defaults import cache_root
+
+            folder = cache_dir or cache_root() / "tensorrt"
             folder.mkdir(parents=True, exist_ok=True)
             out.append((name, {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
                                "trt_engine_cache_path": str(folder), "trt_timing_cache_enable": "True"}))

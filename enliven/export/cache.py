@@ -13,9 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
-from .to_onnx import OPSET, ExportedGenerator, atomic_dir, export_generator, publish, verify
+from .to_onnx import OPSET, ExportedGenerator, export_generator, verify
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +26,7 @@ STEM = "refiner"
 
 def models_dir() -> Path:
     """Where exported graphs are cached: $ENLIVEN_CACHE/models (default ~/.cache/enliven/models)."""
-    return Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser() / "models"
-
-
-def _weights_path(weights: Path | None) -> Path:
-    from ..engine.generator import DEFAULT_GENERATOR, WEIGHTS_DIR, generator_spec
-
-    if weights is not None:
-        return Path(weights)
-    spec = generator_spec(DEFAULT_GENERATOR)
-    assert spec.weights is not None
-    return WEIGHTS_DIR / spec.weights
+    return cache_root() / "models"
 
 
 def _read(folder: Path) -> ExportedGenerator | None:
@@ -50,15 +41,33 @@ def _read(folder: Path) -> ExportedGenerator | None:
     return None
 
 
+def atomic_dir(final: Path) -> Path:
+    """A fresh temporary folder beside ``final`` (same file system, so a rename publishes it at once)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place; if another process won the race, keep theirs."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.exists():
+            raise
+
+
 def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
                     batch: int | None = None) -> ExportedGenerator:
     """The exported graphs of ``weights`` (None: the shipped generator), exporting them if needed.
 
     Raises: ModelFileError when the weights are missing/corrupt or the export fails its checks.
     """
-    from ..engine.generator import load_generator, sha256_file
+    from ..engine.generator import load_generator, sha256_file, shipped_weights_path
 
-    path = _weights_path(weights)
+    path = Path(weights) if weights is not None else shipped_weights_path()
     if not path.is_file():
         raise ModelFileError(f"weights file {path} is missing")
     digest = sha256_file(path)[:16]

@@ -8,7 +8,6 @@ fp16 graphs keep float32 inputs and outputs (casts inside), so callers never cha
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,26 +49,23 @@ def _example(cfg: "GeneratorConfig", batch: int) -> tuple[tuple, tuple]:  # noqa
     return (img(3),), (img(3), img(3), img(1), torch.randn(batch, cfg.code_dim, generator=g))
 
 
-class _Half:
-    """Wrap a module to run in fp16 with float32 inputs and outputs (casts at both ends)."""
+def _half(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
+    """A copy of ``module`` that runs in fp16 with float32 inputs and outputs (casts at both ends)."""
+    import copy
 
-    @staticmethod
-    def wrap(module: "torch.nn.Module") -> "torch.nn.Module":  # noqa: F821
-        import copy
+    import torch
 
-        import torch
+    class Half(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = copy.deepcopy(inner).half()
 
-        class Half(torch.nn.Module):
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = copy.deepcopy(inner).half()
+        def forward(self, *args: torch.Tensor):  # type: ignore[no-untyped-def]
+            out = self.inner(*(a.half() for a in args))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            return tuple(o.float() for o in out)
 
-            def forward(self, *args: torch.Tensor):  # type: ignore[no-untyped-def]
-                out = self.inner(*(a.half() for a in args))
-                out = out if isinstance(out, (tuple, list)) else (out,)
-                return tuple(o.float() for o in out)
-
-        return Half(module).eval()
+    return Half(module).eval()
 
 
 def export_module(module: "torch.nn.Module", example: tuple, path: Path, inputs: tuple[str, ...],  # noqa: F821
@@ -107,7 +103,7 @@ def export_generator(model: "Refiner", out_dir: Path, *, batch: int | None = Non
     enc_example, dec_example = _example(cfg, batch or 1)
     enc, dec = model.encoder, model.decoder
     if precision == "fp16":
-        enc, dec = _Half.wrap(enc), _Half.wrap(dec)
+        enc, dec = _half(enc), _half(dec)
     elif precision not in ("fp32", "int8"):
         raise ExportError(f"precision must be fp32, fp16 or int8; got {precision!r}")
     enc_path = export_module(enc, enc_example, out_dir / f"{stem}.encoder.onnx", ENCODER_INPUTS, ENCODER_OUTPUTS,
@@ -183,21 +179,3 @@ def verify(model: "Refiner", exported: ExportedGenerator) -> dict[str, float]:  
         if bad:
             raise ExportError(f"exported {exported.precision} graphs differ from torch by {bad} (> {tol})")
     return diffs
-
-
-def atomic_dir(final: Path) -> Path:
-    """A fresh temporary folder beside ``final`` (same file system, so a rename publishes it at once)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place; if another process won the race, keep theirs."""
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.exists():
-            raise

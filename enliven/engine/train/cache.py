@@ -18,12 +18,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..defaults import cache_root
 from ..errors import EnlivenError
 from ..topology import NUM_LANDMARKS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser()
+DEFAULT_CACHE_DIR = cache_root()
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"  # ../shared/data of the checkout
 SPLITS = ("train", "val")
 
