@@ -16,7 +16,7 @@ import numpy as np
 from . import topology as topo
 from .canonical import load_canonical
 from .errors import ShapeError
-from .motion import fit_pose, unpose
+from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
 
@@ -110,18 +110,8 @@ def solve_tps(dst: np.ndarray, src: np.ndarray, regularization: float = 1e-3,
 
 
 def eval_tps(coef: np.ndarray, dst: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Evaluate the spline at ``points`` (M, 2); returns (M, 2) float32.
-
-    The distance matrix is one float32 matmul (|q|^2 + |d|^2 - 2 q.d), the fast path.
-    """
-    q = points.astype(np.float32)
-    c = dst.astype(np.float32)
-    d2 = (q * q).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (q @ c.T)
-    np.maximum(d2, 0.0, out=d2)
-    u = _tps_kernel(d2)
-    w = coef.astype(np.float32)
-    n = len(c)
-    return u @ w[:n] + w[n] + q @ w[n + 1:]
+    """Evaluate the spline at ``points`` (M, 2); returns (M, 2) float32 (one-off; see _GridKernel)."""
+    return _GridKernel(points).evaluate(coef, dst)
 
 
 def border_anchors(size_px: int, per_side: int) -> np.ndarray:
@@ -226,7 +216,7 @@ class Warper:
         src_canon = np.linalg.norm(frontal[idx[i], :2] - frontal[idx[j], :2], axis=1)
         return idx[i], idx[j], src_canon
 
-    def release(self, driven_points: np.ndarray, total: int) -> np.ndarray:
+    def release(self, driven_points: np.ndarray, total: int, pose: Pose | None = None) -> np.ndarray:
         """Per control point (``total`` of them, face points first), how much to let it go, in [0, fold_release].
 
         A face point that the head's rotation brings much closer to another than in the source, and
@@ -235,11 +225,12 @@ class Warper:
         with huge spline weights); released, the spline follows the visible points. Only the rigid
         head motion counts (the source shape posed like the driven head, scale normalised), so an
         opening jaw or a smile never releases anything. The release rises smoothly: nothing pops.
+        ``pose``: the driven head's pose when the caller has fitted it already.
         """
         cfg = self.config
         out = np.zeros(total)
         i, j, src_d = self._fold_pairs
-        pose = fit_pose(driven_points, self._canonical)
+        pose = fit_pose(driven_points, self._canonical) if pose is None else pose
         posed = self._face_canonical @ pose.rotation.T  # the source face turned like the driven head
         ratio = np.linalg.norm(posed[i, :2] - posed[j, :2], axis=1) / src_d
         folding = ratio < cfg.fold_start
@@ -277,16 +268,17 @@ class Warper:
         half = np.minimum(band, height) / 2
         return MouthLayout(upper + down * half[:, None], lower - down * half[:, None], opens)
 
-    def control_points(self, driven_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def control_points(self, driven_points: np.ndarray, pose: Pose | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Destination and source control points (N, 2) for driven landmarks (478, 3) in crop pixels.
 
         Inside the mouth, the source's interior is split along its middle: its upper half stays
         with the upper lip and its lower half with the lower lip (teeth stay on their jaws).
         Where the driven mouth opens wider than the source's, the seam between them is the gap
         that ``fill_mouth_gap`` paints; where it opens less, the lips alone squeeze the interior.
+        ``pose``: the driven head's pose when the caller has fitted it already.
         """
         drv_face = driven_points[topo.WARP_POINTS, :2].astype(np.float64)
-        pose = fit_pose(driven_points, self._canonical)
+        pose = fit_pose(driven_points, self._canonical) if pose is None else pose
         drv_ring = (pose.scale * self._ring_canonical @ pose.rotation.T + pose.translation)[:, :2]
         m = self.mouth(driven_points)
         dst = [drv_face, drv_ring, self._border, m.upper_edge[m.opens], m.lower_edge[m.opens]]
@@ -354,8 +346,9 @@ class Warper:
         """
         if driven_points.shape != (topo.NUM_LANDMARKS, 3):
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
-        dst, src = self.control_points(driven_points)
-        coef = solve_tps(dst, src, self.config.regularization, self.release(driven_points, len(dst)))
+        pose = fit_pose(driven_points, self._canonical)  # the driven head's pose, shared by the two below
+        dst, src = self.control_points(driven_points, pose)
+        coef = solve_tps(dst, src, self.config.regularization, self.release(driven_points, len(dst), pose))
         s, cell = self.size_px, self._cell
         gw = s // cell + 2
         coarse = self._grid.evaluate(coef, dst).reshape(gw, gw, 2)
@@ -379,6 +372,7 @@ class _GridKernel:
 
     The points' squared norms are computed once; per frame only the (M, N) distance/kernel matrix
     is refilled in place (N = control points, which varies a little with the mouth and irises).
+    The distance matrix is one float32 matmul (|q|^2 + |d|^2 - 2 q.d).
     """
 
     def __init__(self, points: np.ndarray) -> None:
