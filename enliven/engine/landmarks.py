@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 MIN_FACE_PX = 48  # faces narrower than this (detector box width, pixels) are refused
 
 
-_stderr_lock = threading.Lock()
+_stderr_lock = threading.RLock()  # re-entrant: a silenced block may contain a tracker's first, silenced run
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -33,7 +32,7 @@ import numpy as np
 
 from .animator import Animator, Source, StepInfo
 from .errors import EnlivenError, ShapeError
-from .landmarks import SmoothingConfig
+from .landmarks import SmoothingConfig, native_logs_silenced
 
 log = logging.getLogger(__name__)
 
@@ -321,36 +320,16 @@ class LandmarkProcess:
 
 
 # --- the child ------------------------------------------------------------------------------------
-def _silence_native_stderr() -> Callable[[], None]:
-    """Point fd 2 at /dev/null; returns a function that restores it (idempotent).
-
-    MediaPipe opens its calculators (TFLite, XNNPACK) on graph threads after FaceMesh is built and
-    prints INFO/WARNING lines from C++ meanwhile. The serial path's first track() follows at once and
-    covers that window; the child waits for its first frame, so it stays quiet until that frame is
-    measured. ENLIVEN_NATIVE_LOGS=1 keeps the lines (as in landmarks.py).
-    """
-    if os.environ.get("ENLIVEN_NATIVE_LOGS") == "1":
-        return lambda: None
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-    def restore() -> None:
-        nonlocal saved
-        if saved >= 0:
-            os.dup2(saved, 2)
-            os.close(saved)
-            saved = -1
-
-    return restore
-
-
 def _child_main(conn: Connection, smoothing: SmoothingConfig) -> None:
     """The child: build a LandmarkTracker, say "ready", serve frames until "close" or a closed pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which closes us
-    restore_stderr = _silence_native_stderr()
+    # MediaPipe opens its calculators (TFLite, XNNPACK) on graph threads after FaceMesh is built and
+    # prints INFO/WARNING lines from C++ meanwhile. The serial path's first track() follows at once and
+    # covers that window; the child waits for its first frame, so it stays quiet until that frame is
+    # measured. ExitStack.close() restores stderr and is idempotent.
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(native_logs_silenced())
+    restore_stderr = quiet.close
     try:
         import cv2
 

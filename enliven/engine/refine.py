@@ -140,9 +140,7 @@ class GeneratorRunner:
         """The refined crop (S, S, 3) uint8: warp + the refiner's delta upsampled to S."""
         if self.code is None:
             raise RuntimeError("call prepare(source_crop) before refine()")
-        inp = refiner_inputs(warped_crop, driven_points, self.resolution_px)
-        delta = self.decoder(**decoder_feed([inp], self.code))["delta"]
-        return apply_delta(warped_crop, delta[0].transpose(1, 2, 0))
+        return refine_batch(self.decoder, self.resolution_px, [warped_crop], [driven_points], self.code)[0]
 
 
 def refine_batch(decoder: Model, resolution_px: int, crops: list[np.ndarray], points: list[np.ndarray],
