@@ -45,7 +45,7 @@ class Engine:
 
 
 ENGINES = (
-    Engine("analytic", {"generator": "analytic"}),
+    Engine("analytic", {"engine": "analytic"}),
     Engine("trained, torch", {"backend": "torch"}),
     Engine("trained, onnxruntime fp32", {}),
     Engine("trained, onnxruntime int8", {"precision": "int8"}),
@@ -131,7 +131,7 @@ def batch_throughput(precisions: tuple[str, ...] = ("fp32", "int8"), batches: tu
     s = real_inputs(128, frames=max(batches))
     crops = [cv2.resize((f["warped"][0].transpose(1, 2, 0) * 255).astype(np.uint8), (crop_size_px,) * 2)
              for f in s.decoder]
-    with Animator(AnimatorConfig(crop_size_px=crop_size_px, output="crop", generator="analytic")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=crop_size_px, output="crop", engine="analytic")) as anim:
         anim.prepare(builtin_photo())
         points = anim.source.points  # type: ignore[union-attr]
     rows = []

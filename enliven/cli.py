@@ -24,7 +24,7 @@ def _cmd_animate(args: argparse.Namespace) -> int:
     from .engine.motion import TransferMode
 
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
-                            generator=args.engine)
+                            engine=args.engine)
     output = Path(args.output or DEFAULT_DEMO_OUTPUT)
     if args.driving is None:
         report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)

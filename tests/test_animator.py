@@ -14,7 +14,7 @@ def turned(points: np.ndarray, yaw: float) -> np.ndarray:
 
 @pytest.fixture()
 def animator(astronaut):
-    with Animator(AnimatorConfig(output="crop", generator="analytic")) as a:
+    with Animator(AnimatorConfig(output="crop", engine="analytic")) as a:
         a.prepare(astronaut)
         yield a
 

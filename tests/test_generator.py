@@ -150,7 +150,7 @@ def test_animator_config_rejects_unknown_generator_modes() -> None:
     from enliven.engine.animator import AnimatorConfig
 
     with pytest.raises(ValueError, match="analytic"):
-        AnimatorConfig(generator="magic")
+        AnimatorConfig(engine="magic")
 
 
 def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) -> None:
@@ -158,7 +158,7 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
 
     outs = {}
     for mode in ("analytic", "trained"):
-        with Animator(AnimatorConfig(output="crop", generator=mode)) as anim:
+        with Animator(AnimatorConfig(output="crop", engine=mode)) as anim:
             anim.prepare(astronaut)
             assert (anim._refiner is None) == (mode == "analytic")
             for k in range(3):

@@ -12,7 +12,7 @@ from enliven.engine.animator import Animator, AnimatorConfig
 from enliven.engine.errors import ShapeError
 from enliven.engine.pipeline import LandmarkProcess, LandmarkProcessError, PipelinedAnimator
 
-CONFIG = AnimatorConfig(generator="analytic")
+CONFIG = AnimatorConfig(engine="analytic")
 GREY = np.full((480, 640, 3), 128, np.uint8)  # no face
 
 

@@ -110,7 +110,7 @@ def test_head_turns_do_not_fold_the_far_cheek(astronaut):
     from enliven.engine.procedural import builtin_motion
 
     motion = builtin_motion(fps=30.0)
-    with Animator(AnimatorConfig(output="crop", generator="analytic")) as anim:
+    with Animator(AnimatorConfig(output="crop", engine="analytic")) as anim:
         anim.prepare(astronaut)
         dets, released = [], []
         for i, points in enumerate(motion[:int(3.6 * 30)]):
@@ -136,7 +136,7 @@ def test_a_closed_lid_is_covered_with_lid_skin_not_the_iris(astronaut):
 
     motion = builtin_motion(fps=30.0)
     shut = int(np.argmin([sum(topo.eye_opening(p)) for p in motion[:150]]))
-    with Animator(AnimatorConfig(crop_size_px=512, output="crop", generator="analytic")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=512, output="crop", engine="analytic")) as anim:
         anim.prepare(astronaut)
         for i, points in enumerate(motion[:shut + 1]):
             anim.step_landmarks(points, t=i / 30)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from .canonical import load_canonical
+from .choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
 from .compose import CropTransform, PasteBack, crop, crop_transform
 from .errors import ShapeError
 from .landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
@@ -40,17 +41,17 @@ class AnimatorConfig:
     lost_ease_s: float = 0.15  # time constant of the ease back to neutral when the face is lost (~95% in 0.45 s)
     regain_s: float = 0.25  # after the face returns, motion blends in over this long (no jump)
     fps: float = 30.0  # assumed frame rate when step() is given no timestamp
-    generator: str = "trained"  # "trained": the shipped learned generator refines the warp; "analytic": none
+    engine: EngineName = DEFAULT_ENGINE  # "trained": the shipped learned generator refines the warp; "analytic": none
     generator_weights: str | None = None  # a generator weights file to use instead of the shipped one
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
 
     def __post_init__(self) -> None:
-        if self.crop_size_px not in (128, 256, 384, 512):
-            raise ValueError(f"crop_size_px must be 128, 256, 384 or 512; got {self.crop_size_px}")
-        if self.generator not in ("trained", "analytic"):
-            raise ValueError(f"generator must be 'trained' or 'analytic'; got {self.generator!r}")
+        if self.crop_size_px not in ENGINE_CROP_SIZES_PX:
+            raise ValueError(f"crop_size_px must be one of {ENGINE_CROP_SIZES_PX}; got {self.crop_size_px}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}; got {self.engine!r}")
         if self.backend not in ("onnxruntime", "torch"):
             raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
@@ -107,7 +108,7 @@ class Animator:
         self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points))
         self._warper = Warper(points, size, self.config.warp)
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
-        if self.config.generator == "trained":
+        if self.config.engine == "trained":
             if self._refiner is None:
                 from .refine import open_runner
 

@@ -59,3 +59,18 @@ class ShapeError(EnlivenError, ValueError):
     """An array has the wrong shape or dtype for the function it was given to."""
 
     code = "shape"
+
+
+def _kinds() -> dict[str, type[EnlivenError]]:
+    found: dict[str, type[EnlivenError]] = {}
+    todo: list[type[EnlivenError]] = [EnlivenError]
+    while todo:
+        kind = todo.pop()
+        found.setdefault(kind.code, kind)
+        todo.extend(kind.__subclasses__())
+    return found
+
+
+def error_from_code(code: str, message: str) -> EnlivenError:
+    """The error of kind ``code`` (as carried across a process boundary), EnlivenError if unknown."""
+    return _kinds().get(code, EnlivenError)(message)

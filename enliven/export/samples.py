@@ -26,7 +26,7 @@ def real_inputs(resolution_px: int, frames: int = 16, crop_size_px: int = 256) -
     motion = builtin_motion(fps=30.0)
     picks = np.unique(np.linspace(0, len(motion) - 1, frames).astype(int))
     feeds = []
-    with Animator(AnimatorConfig(crop_size_px=crop_size_px, output="crop", generator="analytic")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=crop_size_px, output="crop", engine="analytic")) as anim:
         source = anim.prepare(builtin_photo()).crop
         for i, points in enumerate(motion[: picks[-1] + 1]):
             out = anim.step_landmarks(points, t=i / 30.0)

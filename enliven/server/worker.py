@@ -63,11 +63,9 @@ def stamp_disclosure(image: np.ndarray) -> None:
 
 def generators() -> tuple[str, ...]:
     """The generator kinds this engine offers: ("analytic",) or ("analytic", "trained")."""
-    from dataclasses import fields
+    from enliven.engine.choices import ENGINES
 
-    from enliven.engine.animator import AnimatorConfig
-
-    return ("analytic", "trained") if "generator" in {f.name for f in fields(AnimatorConfig)} else ("analytic",)
+    return ENGINES
 
 
 def animator_config(size: int, mode: str, engine: str = "analytic") -> Any:
@@ -75,8 +73,7 @@ def animator_config(size: int, mode: str, engine: str = "analytic") -> Any:
     from enliven.engine.animator import AnimatorConfig
     from enliven.engine.motion import TransferMode
 
-    extra = {"generator": engine} if "trained" in generators() else {}
-    return AnimatorConfig(crop_size_px=size, mode=TransferMode(mode), output="crop", **extra)
+    return AnimatorConfig(crop_size_px=size, mode=TransferMode(mode), output="crop", engine=engine)
 
 
 def _new_animator(size: int, mode: str, engine: str = "analytic") -> Any:
