@@ -1,4 +1,6 @@
-"""The ``enliven`` command line: serve, animate, bench, train, evaluate, export.
+"""The ``enliven`` command line: serve, animate, train, evaluate, export.
+
+Benchmarks are modules of the checkout (``python -m benchmarks.frame_path``), not commands.
 
 With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4
 (``bash run.sh`` with no arguments starts the server instead).
@@ -20,7 +22,7 @@ DEFAULT_DEMO_OUTPUT = "enliven-demo.mp4"
 def _cmd_animate(args: argparse.Namespace) -> int:
     from .offline import animate_builtin, animate_video
 
-    from .engine.animator import AnimatorConfig
+    from .animation.animator import AnimatorConfig
     from .engine.motion import TransferMode
 
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
@@ -32,19 +34,6 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         report = animate_video(args.photo, args.driving, output, config, strip=args.strip,
                                progress=not args.no_progress)
     print(report.summary())
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import importlib
-    import sys as _sys
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "frame_path.py").exists():
-        raise EnlivenError("the benchmarks ship with enliven's source tree; run `enliven bench` from a checkout")
-    _sys.path.insert(0, str(root))
-    frame_path = importlib.import_module("benchmarks.frame_path")
-    frame_path.run(frames=args.frames, sizes=tuple(args.sizes), write=args.write)
     return 0
 
 
@@ -74,13 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_animate)
 
-    b = sub.add_parser("bench", help="per-stage timings and frames per second of the frame path")
-    b.add_argument("--frames", type=int, default=300, help="frames timed per configuration")
-    b.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="crop sizes to time")
-    b.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results JSON")
-    b.set_defaults(func=_cmd_bench)
-
-    from .engine.train.cli import add_evaluate_parser, add_train_parser
+    from .evaluate.cli import add_evaluate_parser
+    from .train.cli import add_train_parser
     from .export.cli import add_export_parser
     from .server.cli import add_serve_parser
 

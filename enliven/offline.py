@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .engine.animator import Animator, AnimatorConfig
-from .engine.pipeline import PipelinedAnimator
+from .animation.animator import Animator, AnimatorConfig
+from .animation.pipeline import PipelinedAnimator
 from .engine.defaults import builtin_photo
 from .engine.image_io import load_photo
 from .engine.video_io import DrivingVideo, VideoWriter

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from enliven.engine.animator import Animator, AnimatorConfig
+from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.canonical import rotation_from_angles
 from enliven.engine.errors import NoFaceError, ShapeError
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from enliven.engine import generator as gen
+from enliven.models import generator as gen
 from enliven.engine.errors import ModelFileError
 from enliven.engine.runtime import OnnxModel, RuntimeConfig
 from enliven.export import cache

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from enliven.engine import generator as gen
+from enliven.models import generator as gen
 from enliven.engine import refine
 from enliven.engine.runtime import TorchModel
 from enliven.engine.canonical import load_canonical
@@ -147,14 +147,14 @@ def test_refiner_inputs_and_runner() -> None:
 # --- in the Animator ------------------------------------------------------------------------------------
 
 def test_animator_config_rejects_unknown_generator_modes() -> None:
-    from enliven.engine.animator import AnimatorConfig
+    from enliven.animation.animator import AnimatorConfig
 
     with pytest.raises(ValueError, match="analytic"):
         AnimatorConfig(engine="magic")
 
 
 def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) -> None:
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     outs = {}
     for mode in ("analytic", "trained"):
@@ -175,7 +175,7 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
 
 
 def test_animator_reports_a_missing_weights_file(astronaut, tmp_path) -> None:
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     anim = Animator(AnimatorConfig(generator_weights=str(tmp_path / "none.pt")))
     with pytest.raises(ModelFileError):
@@ -194,7 +194,7 @@ def test_shipped_weights_load_and_match_their_sha256() -> None:
 
 def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astronaut_face) -> None:
     """The default backend (exported graphs in ONNX Runtime) gives torch's frames, to rounding."""
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     outs, providers = {}, {}
     for backend in ("onnxruntime", "torch"):

@@ -106,7 +106,7 @@ def test_head_turns_do_not_fold_the_far_cheek(astronaut):
     Held, those points squeezed ~12 px of the source into 0.5 px: a swirl of hair on the cheek,
     spline weights 30x larger and float32 errors over 1 px. The map must stay orientation-preserving.
     """
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
     from enliven.engine.procedural import builtin_motion
 
     motion = builtin_motion(fps=30.0)
@@ -131,7 +131,7 @@ def test_a_closed_lid_is_covered_with_lid_skin_not_the_iris(astronaut):
     halfway row sampled the source ~10 px too high) and crammed the rest of the lid, lashes and
     a strip of the eye into the last rows above the closed lid: a ghost of the iris on the lid.
     """
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
     from enliven.engine.procedural import builtin_motion
 
     motion = builtin_motion(fps=30.0)

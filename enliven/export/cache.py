@@ -65,7 +65,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
 
     Raises: ModelFileError when the weights are missing/corrupt or the export fails its checks.
     """
-    from ..engine.generator import load_generator, sha256_file, shipped_weights_path
+    from ..models.generator import load_generator, sha256_file, shipped_weights_path
 
     path = Path(weights) if weights is not None else shipped_weights_path()
     if not path.is_file():

@@ -19,7 +19,7 @@ def _batch(text: str) -> int | None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..engine.generator import load_generator
+    from ..models.generator import load_generator
     from .to_onnx import export_generator, verify
 
     model = load_generator(path=args.weights)

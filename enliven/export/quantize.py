@@ -3,7 +3,7 @@
 Only the convolutions are quantized (weights per channel, int8; activations uint8); the
 tanh/sigmoid head, the mask bounds and the residual blend stay float32, so the output keeps
 its exact form (delta = gate * mask * (clamp(warp + residual) - warp)). Whether int8 pays off
-is measured (``enliven bench``: speed; ``enliven evaluate --precision int8``: quality).
+is measured (``python -m benchmarks.frame_path``: speed; ``enliven evaluate --precision int8``: quality).
 """
 from __future__ import annotations
 

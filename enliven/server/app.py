@@ -555,7 +555,7 @@ def _warm_up() -> None:
     """Run MediaPipe once in this process, so the first in-process session starts quickly."""
     import numpy as np
 
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
     from enliven.engine.defaults import builtin_photo
 
     with Animator(AnimatorConfig(crop_size_px=256, output="crop")) as animator:

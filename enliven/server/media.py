@@ -25,7 +25,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from enliven.engine.animator import Animator
+from enliven.animation.animator import Animator
 from enliven.engine.motion import TransferMode
 
 from .photos import PhotoCounter

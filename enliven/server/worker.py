@@ -70,14 +70,14 @@ def generators() -> tuple[str, ...]:
 
 def animator_config(size: int, mode: str, engine: str = "analytic") -> Any:
     """The AnimatorConfig of a session: its face crop only, at ``size``, with ``mode`` and ``engine``."""
-    from enliven.engine.animator import AnimatorConfig
+    from enliven.animation.animator import AnimatorConfig
     from enliven.engine.motion import TransferMode
 
     return AnimatorConfig(crop_size_px=size, mode=TransferMode(mode), output="crop", engine=engine)
 
 
 def _new_animator(size: int, mode: str, engine: str = "analytic") -> Any:
-    from enliven.engine.animator import Animator
+    from enliven.animation.animator import Animator
 
     return Animator(animator_config(size, mode, engine))
 

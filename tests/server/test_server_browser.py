@@ -84,7 +84,7 @@ def test_page_streams_animation_that_follows_the_webcam(browser_server: Server, 
     playwright = pytest.importorskip("playwright.sync_api")
     from PIL import Image
 
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
     from enliven.engine.landmarks import detect_photo_face
     from enliven.engine.procedural import builtin_motion
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelFileError
+from ..engine.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class GeneratorSpec:
 
     name: str
     config: GeneratorConfig
-    weights: str | None = None  # file name in engine/weights/ (its sha256 beside it, <name>.sha256); None = none
+    weights: str | None = None  # file name in models/weights/ (its sha256 beside it, <name>.sha256); None = none
     notes: str = ""
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..generator import Refiner, count_flops, count_params, create_generator, save_weights
+from ..models.generator import Refiner, count_flops, count_params, create_generator, save_weights
 from .config import TrainConfig, to_dict
 from .dataset import Batch, PairDataset, collate
 from .losses import (MultiScaleDiscriminator, PerceptualLoss, composite, crop_boxes, d_hinge_loss, eye_boxes,
@@ -291,7 +291,7 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
 
 def _init_from_weights(trainer: Trainer, weights: str) -> None:
     """Start the generator from a weights file ("shipped" = the committed one) and continue its step count."""
-    from ..generator import WEIGHTS_DIR, generator_spec, load_generator
+    from ..models.generator import WEIGHTS_DIR, generator_spec, load_generator
 
     if weights == "shipped":
         spec = generator_spec(trainer.cfg.model.name)
@@ -320,7 +320,7 @@ def ship_weights(run_dir: Path, dest: Path | None = None) -> tuple[Path, str, in
 
     Returns (path, sha256, step).
     """
-    from ..generator import WEIGHTS_DIR, Refiner, generator_spec
+    from ..models.generator import WEIGHTS_DIR, Refiner, generator_spec
 
     state = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
     name = state["config"]["model"]["name"]

@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 import torch
 
-from .. import topology as topo
-from ..canonical import load_canonical
-from ..compose import CropTransform, crop, crop_transform
-from ..refine import face_gate, refiner_inputs, scale_points
-from ..motion import FaceState, apply_pose, clamp_closures
-from ..warp import Warper, fill_mouth_gap, lip_color
+from ..engine import topology as topo
+from ..engine.canonical import load_canonical
+from ..engine.compose import CropTransform, crop, crop_transform
+from ..engine.refine import face_gate, refiner_inputs, scale_points
+from ..engine.motion import FaceState, apply_pose, clamp_closures
+from ..engine.warp import Warper, fill_mouth_gap, lip_color
 from .cache import ClipLandmarks, load_clip_landmarks, read_manifest
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ _IMAGE_FIELDS = ("source", "warped", "target", "drawing")  # (N, R, R, 3) uint8 
 
 
 def _read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    from ..video_io import DrivingVideo
+    from ..engine.video_io import DrivingVideo
 
     out: dict[int, np.ndarray] = {}
     last = max(wanted)
