@@ -16,7 +16,9 @@ from pathlib import Path
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
-from .to_onnx import OPSET, ExportedGenerator, export_generator, verify
+from .compare import verify
+from .graphs import OPSET, ExportedGenerator
+from .to_onnx import export_generator
 
 log = logging.getLogger(__name__)
 

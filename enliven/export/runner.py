@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.refine import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, Backend,
-                             GeneratorRunner, Precision)
-from ..engine.runtime import OnnxModel, RuntimeConfig
+from ..engine.refine import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    Backend,
+    GeneratorRunner,
+    Precision,
+)
+from ..engine.runtime import OnnxModel, RuntimeConfig, TorchModel
 from .cache import ensure_exported
 
 
@@ -24,7 +31,6 @@ def open_runner(weights: str | Path | None = None, backend: Backend = "onnxrunti
     if backend == "torch":
         if precision != "fp32":
             raise ValueError(f"the torch backend runs fp32 only; got precision {precision!r}")
-        from ..engine.runtime import TorchModel
         from ..models.generator import load_generator
 
         model = load_generator(path=Path(weights) if weights else None)

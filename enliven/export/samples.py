@@ -8,6 +8,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..engine.canonical import load_canonical
+from ..engine.compose import crop, crop_transform
+from ..engine.defaults import builtin_photo
+from ..engine.landmarks import detect_photo_face
+from ..engine.motion import (
+    DriverReference,
+    FaceState,
+    MotionLimits,
+    TransferMode,
+    measure_motion,
+    retarget,
+)
+from ..engine.procedural import builtin_motion
+from ..engine.refine import nchw, refiner_inputs
+from ..engine.warp import Warper, fill_mouth_gap, lip_color
+
 
 class Samples(NamedTuple):
     source: np.ndarray  # (1, 3, R, R) float32 in [0, 1], the photo's crop
@@ -21,15 +37,6 @@ def real_inputs(resolution_px: int, frames: int = 16, crop_size_px: int = 256) -
     default gains and limits), built here from the engine's stages so that export needs no Animator.
     """
     import cv2
-
-    from ..engine.canonical import load_canonical
-    from ..engine.compose import crop, crop_transform
-    from ..engine.defaults import builtin_photo
-    from ..engine.landmarks import detect_photo_face
-    from ..engine.motion import DriverReference, FaceState, MotionLimits, TransferMode, measure_motion, retarget
-    from ..engine.procedural import builtin_motion
-    from ..engine.refine import nchw, refiner_inputs
-    from ..engine.warp import Warper, fill_mouth_gap, lip_color
 
     fps = 30.0
     motion = builtin_motion(fps=fps)

@@ -20,7 +20,9 @@ import numpy as np
 
 from ..engine.defaults import cache_root, data_root
 from ..engine.errors import EnlivenError
+from ..engine.landmarks import LandmarkTracker
 from ..engine.topology import NUM_LANDMARKS
+from ..engine.video_io import DrivingVideo
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +96,6 @@ def track_clip(path: Path) -> tuple[np.ndarray, float, tuple[int, int]]:
 
     Returns points (F, 478, 3) float32 (NaN rows where no face), fps, (width, height).
     """
-    from ..engine.landmarks import LandmarkTracker
-    from ..engine.video_io import DrivingVideo
-
     frames: list[np.ndarray] = []
     nan = np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
     with DrivingVideo(path) as video, LandmarkTracker(smooth=False) as tracker:

@@ -28,10 +28,17 @@ import torch
 from ..engine import topology as topo
 from ..engine.canonical import load_canonical
 from ..engine.compose import CropTransform, crop, crop_transform
-from ..engine.refine import face_gate, refiner_inputs, scale_points
 from ..engine.motion import FaceState, apply_pose, clamp_closures
+from ..engine.refine import face_gate, refiner_inputs, scale_points
+from ..engine.video_io import DrivingVideo
 from ..engine.warp import Warper, fill_mouth_gap, lip_color
-from .cache import ClipLandmarks, load_clip_landmarks, read_manifest
+from .cache import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_DATA_DIR,
+    ClipLandmarks,
+    load_clip_landmarks,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +223,6 @@ _IMAGE_FIELDS = ("source", "warped", "target", "drawing")  # (N, R, R, 3) uint8 
 
 
 def _read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    from ..engine.video_io import DrivingVideo
-
     out: dict[int, np.ndarray] = {}
     last = max(wanted)
     with DrivingVideo(path) as video:
@@ -442,8 +447,6 @@ def clean_pairs(cache_dir: Path) -> None:
 
 if __name__ == "__main__":
     import argparse
-
-    from .cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR
 
     logging.basicConfig(level=logging.INFO)
     ap = argparse.ArgumentParser(description="Build the self-reenactment pair stores.")
