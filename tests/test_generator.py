@@ -210,3 +210,34 @@ def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astron
     assert diff.max() <= 1, diff.max()
     with pytest.raises(ValueError, match="precision"):
         AnimatorConfig(backend="torch", precision="int8")
+
+
+def test_shipped_weights_carry_the_frame_paths_input_contract() -> None:
+    from enliven.engine.contract import FRAME_PATH_CONTRACT
+
+    blob = torch.load(gen.shipped_weights_path(), map_location="cpu", weights_only=True)
+    assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict()
+
+
+def test_weights_of_another_input_contract_are_refused(tmp_path) -> None:
+    from dataclasses import replace
+
+    from enliven.engine.contract import FRAME_PATH_CONTRACT
+
+    m = gen.create_generator("refiner32-test")
+    other = replace(FRAME_PATH_CONTRACT, warp_version=FRAME_PATH_CONTRACT.warp_version - 1, crop_scale=1.8)
+    gen.save_weights(m, tmp_path / "old.pt", "refiner32-test", contract=other)
+    with pytest.raises(ModelFileError, match="crop_scale.*warp_version"):
+        gen.load_generator(path=tmp_path / "old.pt")
+    assert gen.load_generator(path=tmp_path / "old.pt", expected=other) is not None
+
+
+def test_weights_without_a_contract_are_refused(tmp_path) -> None:
+    m = gen.create_generator("refiner32-test")
+    path = tmp_path / "bare.pt"
+    gen.save_weights(m, path, "refiner32-test")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    del blob["contract"]
+    torch.save(blob, path)
+    with pytest.raises(ModelFileError, match="no input contract"):
+        gen.load_generator(path=path)

@@ -19,6 +19,8 @@ from .errors import ShapeError
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
+WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
+
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
 

@@ -31,7 +31,7 @@ from ..engine.compose import CropTransform, crop, crop_transform
 from ..engine.motion import FaceState, apply_pose, clamp_closures
 from ..engine.refine import face_gate, refiner_inputs, scale_points
 from ..engine.video_io import DrivingVideo
-from ..engine.warp import Warper, fill_mouth_gap, lip_color
+from ..engine.warp import WARP_VERSION, Warper, fill_mouth_gap, lip_color
 from .cache import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -58,7 +58,7 @@ class PairConfig:
     min_frame_gap: int = 3  # source and driver at least this many frames apart
     dev_people: int = 4  # train people held out of the pairs to watch a held-out loss (never val people)
     seed: int = 0  # seed of the draw and the jitter
-    warp_version: int = 4  # bump when warp.py changes what the analytic output looks like (rebuilds the pairs)
+    warp_version: int = WARP_VERSION  # the warp the pairs were made with (a new one rebuilds them)
     clamp_closures: bool = True  # keep the driver's lids and lips apart as retarget() does at inference
 
     def digest(self) -> str:
