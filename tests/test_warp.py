@@ -270,8 +270,8 @@ def test_head_turns_do_not_fold_the_far_cheek(astronaut):
             anim.step_landmarks(points, t=i / 30)
             if i % 6 == 0 and i >= 15:  # through the turn to +20, to -20 and back
                 driven = anim.last.driven_points
-                dets.append(_jacobian_det(anim._warper.flow(driven)).min())
-                released.append(anim._warper.release(driven, 300).max())
+                dets.append(_jacobian_det(anim.warper.flow(driven)).min())
+                released.append(anim.warper.release(driven, 300).max())
     assert min(dets) > 0.0, dets
     assert max(released) > 0.5  # the far outline was really let go somewhere in the turn
     assert released[0] == 0.0  # and not while the head is near frontal
@@ -294,7 +294,7 @@ def test_a_closed_lid_is_covered_with_lid_skin_not_the_iris(astronaut):
         for i, points in enumerate(motion[:shut + 1]):
             anim.step_landmarks(points, t=i / 30)
         src, drv = anim.source.points, anim.last.driven_points
-        flow = anim._warper.flow(drv)
+        flow = anim.warper.flow(drv)
     assert sum(topo.eye_opening(drv)) < 0.5 * sum(topo.eye_opening(src))  # the eyes really are closed
     half_src, half_drv = Warper.lid_midpoints(src), Warper.lid_midpoints(drv)
     for k in (1, 3, 5, 8, 10, 12):  # points along both upper lids
