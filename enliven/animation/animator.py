@@ -205,6 +205,22 @@ class Animator:
             return self._motion.lerp(measured, w)
         return measured
 
+    @property
+    def warper(self) -> Warper:
+        """The backward warp of the prepared photo (its ``flow`` gives the remap table of driven points).
+
+        Raises: RuntimeError before ``prepare`` or after ``close``.
+        """
+        if self.source is None:
+            raise RuntimeError("call prepare(photo) first")
+        return self._warper
+
+    @property
+    def generator_provider(self) -> str | None:
+        """Where the learned generator runs, e.g. "CPUExecutionProvider" or "torch:cpu"; None when no
+        generator is loaded (engine "analytic", or before the first ``prepare``)."""
+        return None if self._refiner is None else self._refiner.provider
+
     def close(self) -> None:
         """Release MediaPipe and the source photo."""
         if self._tracker is not None:
