@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
-from server_harness import Server, jpeg_bytes, run, until, wait_until
+from server_harness import Server, jpeg_bytes, run, start_server, stop_server, until, wait_until
 
 from enliven.server.client import LoopbackClient, ServerRefused, noise_frames
 
@@ -92,6 +93,35 @@ def test_output_size_and_controls(server: Server, clip: list[np.ndarray]) -> Non
     settings = [m["settings"] for m in _messages(client, "settings")]
     assert {"size": 256, "mode": "absolute", "engine": "analytic"} in settings
     assert _messages(client, "error") == []
+
+
+def test_thread_engine_streams_the_same_way(tmp_path: Path, clip: list[np.ndarray], photo_png: bytes) -> None:
+    """``--workers 0``: the Animators run in threads of the server, through the same per-frame routine."""
+    threads = start_server(tmp_path / "threads.log", "--workers", "0", "--max-sessions", "1")
+    client = LoopbackClient(threads.url, clip, fps=20, photo=photo_png, size=512, keep_every=5)
+
+    async def go() -> None:
+        try:
+            await _stream(client, 1.0)
+            client.send({"type": "set", "size": 256, "mode": "absolute"})
+            await until(lambda: client.result.received[-1].width == 256, 20, "the size change reaches the stream")
+        finally:
+            await client.close()
+
+    try:
+        assert "workers" not in threads.state()
+        run(go())
+        state = threads.wait_idle()
+    finally:
+        stop_server(threads)
+    widths = [r.width for r in client.result.received]
+    assert widths[0] == 512 and widths[-1] == 256
+    assert sum(r.frame_id is not None for r in client.result.received) >= 0.9 * len(widths), "ids are echoed"
+    assert all(k[-20:, -100:].min() < 60 and k[-20:, -100:].max() > 180 for k in client.result.kept), (
+        "the disclosure label should be in every frame")
+    assert {"size": 256, "mode": "absolute", "engine": "trained"} in [
+        m["settings"] for m in _messages(client, "settings")]
+    assert state["photos_alive"] == 0
 
 
 def test_sessions_are_isolated(server: Server, clip: list[np.ndarray], astronaut: np.ndarray) -> None:
