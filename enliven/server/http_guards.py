@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from enliven.engine.errors import (
     BadImageError,
@@ -87,7 +88,7 @@ def origin_allowed(origin: str, request: web.Request, config: ServerConfig) -> b
     return origin in (f"http://{host}", f"https://{host}") or origin in config.allowed_origins
 
 
-def guard(config: ServerConfig) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def guard(config: ServerConfig) -> Middleware:
     """The middleware: origin check, JSON errors, security headers; never a traceback to the client."""
 
     @web.middleware

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import cast
 
 import cv2
 import numpy as np
@@ -171,12 +172,12 @@ class SessionAnimator:
             animator.close()
 
 
-def warm_up(photo: np.ndarray, engines: Iterable[EngineName]) -> None:
+def warm_up(photo: np.ndarray, engines: Iterable[str]) -> None:
     """Load MediaPipe and each engine's generator (its ONNX graphs are exported on the first run) before
     users come. A failing engine is logged; sessions asking for it get its error."""
     for engine in engines:
         try:
-            session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=engine))
+            session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=cast(EngineName, engine)))
             try:
                 session.frame(np.zeros((480, 640, 3), np.uint8), t_s=0.0)
             finally:

@@ -36,7 +36,7 @@ STARTUP_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.2
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float = 20.0, what: str = "condition") -> T:
+def wait_until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
     """Poll ``predicate()`` until it returns something true (returned); fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -48,7 +48,7 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = 20.0, what: str = 
         time.sleep(POLL_INTERVAL_S)
 
 
-async def until(predicate: Callable[[], T], timeout_s: float = 20.0, what: str = "condition") -> T:
+async def until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
     """``wait_until`` inside a running event loop (the clients' tasks keep running while it waits)."""
     deadline = time.monotonic() + timeout_s
     while True:
