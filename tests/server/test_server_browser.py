@@ -11,12 +11,11 @@ Needs Debian's /usr/bin/chromium and the playwright package (scripts/setup_brows
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import base64
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
