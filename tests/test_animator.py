@@ -92,3 +92,24 @@ def test_prepare_refuses_a_photo_without_a_face():
             a.prepare(np.full((300, 300, 3), 128, np.uint8))
         with pytest.raises(RuntimeError):
             a.step_landmarks(None)
+
+
+def test_step_landmarks_smooths_on_request_as_step_does(astronaut):
+    """Raw landmarks with smooth=True drive the Animator exactly as step() drives it from the frames."""
+    from enliven.engine.landmarks import LandmarkTracker
+
+    frames = [np.roll(astronaut, shift, axis=1) for shift in (0, 4, 9, 5)]
+    cfg = AnimatorConfig(output="crop", engine="analytic")
+    with Animator(cfg) as by_frame, Animator(cfg) as by_points, LandmarkTracker(smooth=False) as raw:
+        by_frame.prepare(astronaut)
+        by_points.prepare(astronaut)
+        for i, frame in enumerate(frames):
+            a = by_frame.step(frame, t=i / 30)
+            b = by_points.step_landmarks(raw.track(frame, i / 30), t=i / 30, smooth=True)
+            np.testing.assert_allclose(by_points.last.driver_points, by_frame.last.driver_points, atol=1e-3)
+            assert np.abs(a.astype(int) - b).mean() < 0.5
+        unsmoothed = by_points.step_landmarks(raw.track(frames[0], 4 / 30), t=4 / 30)
+        smoothed = by_frame.step(frames[0], t=4 / 30)
+        assert np.abs(by_points.last.driver_points - by_frame.last.driver_points).max() > 0.5, \
+            "without smooth=True the raw landmarks go through unchanged"
+        assert unsmoothed.shape == smoothed.shape

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from enliven.engine.errors import FaceTooSmallError, NoFaceError, ShapeError
-from enliven.engine.landmarks import LandmarkTracker, OneEuroFilter, detect_photo_face
+from enliven.engine.landmarks import LandmarkSmoother, LandmarkTracker, OneEuroFilter, detect_photo_face
 
 
 def test_one_euro_removes_jitter_at_rest_and_follows_fast_moves():
@@ -52,3 +52,20 @@ def test_tracker_reports_lost_faces(astronaut):
         assert tracker.track(np.zeros_like(astronaut), 0.033) is None
         again = tracker.track(astronaut, 0.066)
         assert again is not None and again.shape == (478, 3)
+
+
+def test_smoother_is_the_trackers_smoothing(astronaut):
+    """LandmarkSmoother on raw landmarks gives what the smoothing tracker gives on the same frames."""
+    frames = [np.roll(astronaut, shift, axis=1) for shift in (0, 3, 7, 4, 0)] + [np.zeros_like(astronaut), astronaut]
+    smoother = LandmarkSmoother()
+    with LandmarkTracker() as smooth, LandmarkTracker(smooth=False) as raw:
+        for i, frame in enumerate(frames):
+            t = i / 30
+            expected, measured = smooth.track(frame, t), raw.track(frame, t)
+            got = smoother(measured, t)
+            if expected is None:
+                assert got is None and measured is None
+            else:
+                assert got is not None and got.dtype == np.float32
+                np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert i == 6

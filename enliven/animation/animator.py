@@ -17,7 +17,7 @@ from ..engine.canonical import load_canonical
 from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
 from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
 from ..engine.errors import ShapeError
-from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
+from ..engine.landmarks import LandmarkSmoother, LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
 from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
                      retarget)
 from ..engine.refine import GeneratorRunner
@@ -88,6 +88,7 @@ class Animator:
         self.config = config or AnimatorConfig()
         self.canonical = load_canonical().points
         self._tracker: LandmarkTracker | None = None
+        self._smoother = LandmarkSmoother(self.config.smoothing)  # step_landmarks(..., smooth=True)
         self._refiner: GeneratorRunner | None = None
         self.source: Source | None = None
         self.last = StepInfo()
@@ -126,6 +127,7 @@ class Animator:
         self._reference.reset()
 
     def _reset_motion(self) -> None:
+        self._smoother.reset()
         self._reference = DriverReference(self.canonical, self.config.calibration_s)
         self._motion = Motion.zero()
         self._last_t: float | None = None
@@ -148,10 +150,18 @@ class Animator:
         self.last.timings_ms = {"landmarks": (time.perf_counter() - t0) * 1e3}
         return self._animate(points, t)
 
-    def step_landmarks(self, points: np.ndarray | None, t: float | None = None) -> np.ndarray:
-        """Like ``step`` but driven by landmarks already measured ((478, 3) pixels, or None = no face)."""
+    def step_landmarks(self, points: np.ndarray | None, t: float | None = None, smooth: bool = False) -> np.ndarray:
+        """Like ``step`` but driven by landmarks already measured ((478, 3) pixels, or None = no face).
+
+        ``smooth``: pass them through the One-Euro smoothing ``step`` applies to its own measurements
+        (for raw landmarks measured elsewhere, e.g. by MediaPipe in a browser); off for landmarks that
+        are smooth already (offline tracking, the built-in motion).
+        """
         t = self._clock(t)
-        self.last.timings_ms = {"landmarks": 0.0}
+        t0 = time.perf_counter()
+        if smooth:
+            points = self._smoother(points, t)
+        self.last.timings_ms = {"landmarks": (time.perf_counter() - t0) * 1e3}
         return self._animate(points, t)
 
     def _clock(self, t: float | None) -> float:

@@ -111,6 +111,33 @@ class SmoothingConfig:
     d_cutoff_hz: float = 1.0  # cut-off of the speed estimate
 
 
+class LandmarkSmoother:
+    """One-Euro smoothing of a stream of face landmarks, with its speed threshold scaled by the face's size.
+
+    The smoothing of ``LandmarkTracker``, usable on landmarks measured elsewhere (e.g. in the browser):
+    ``smoother(points, t)`` takes (478, 3) float pixels at ``t`` seconds and returns them smoothed
+    (float32); ``smoother(None, t)`` (no face) returns None and restarts the filter, so a returning face
+    does not glide in from where it vanished.
+    """
+
+    def __init__(self, smoothing: SmoothingConfig | None = None) -> None:
+        cfg = smoothing or SmoothingConfig()
+        self._filter = OneEuroFilter(cfg.min_cutoff_hz, cfg.beta_per_px, cfg.d_cutoff_hz)
+        self._beta_per_px = cfg.beta_per_px
+
+    def reset(self) -> None:
+        self._filter.reset()
+
+    def __call__(self, points: np.ndarray | None, t: float) -> np.ndarray | None:
+        if points is None:
+            self._filter.reset()
+            return None
+        # Speed thresholds scale with the face: a 400 px face jitters more pixels than a 100 px one.
+        face_px = float(np.ptp(points[:, 0]))
+        self._filter.beta = self._beta_per_px * 100.0 / max(face_px, 1.0)
+        return self._filter(np.asarray(points, np.float32), t).astype(np.float32)
+
+
 class LandmarkTracker:
     """MediaPipe FaceMesh in tracking mode on a video stream, smoothed with a One-Euro filter.
 
@@ -125,9 +152,7 @@ class LandmarkTracker:
                 static_image_mode=False, max_num_faces=1, refine_landmarks=True,
                 min_detection_confidence=0.5, min_tracking_confidence=0.5)
         self._first = True
-        cfg = smoothing or SmoothingConfig()
-        self._filter = OneEuroFilter(cfg.min_cutoff_hz, cfg.beta_per_px, cfg.d_cutoff_hz) if smooth else None
-        self._beta_per_px = cfg.beta_per_px
+        self._smoother = LandmarkSmoother(smoothing) if smooth else None
 
     def track(self, frame: np.ndarray, t: float) -> np.ndarray | None:
         """Landmarks of the face in ``frame`` ((H, W, 3) uint8 RGB) at time ``t`` (s), or None if no face.
@@ -142,17 +167,10 @@ class LandmarkTracker:
             self._first = False
         else:
             result = self._mesh.process(frame)
-        if not result.multi_face_landmarks:
-            if self._filter is not None:
-                self._filter.reset()
-            return None
-        pts = _to_pixels(result.multi_face_landmarks[0], frame.shape[1], frame.shape[0])
-        if self._filter is None:
-            return pts
-        # Speed thresholds scale with the face: a 400 px face jitters more pixels than a 100 px one.
-        face_px = float(np.ptp(pts[:, 0]))
-        self._filter.beta = self._beta_per_px * 100.0 / max(face_px, 1.0)
-        return self._filter(pts, t).astype(np.float32)
+        pts = None
+        if result.multi_face_landmarks:
+            pts = _to_pixels(result.multi_face_landmarks[0], frame.shape[1], frame.shape[0])
+        return pts if self._smoother is None else self._smoother(pts, t)
 
     def close(self) -> None:
         self._mesh.close()
