@@ -10,8 +10,9 @@ Client -> server:
 Server -> client:
     {"type": "hello", "ok": true, "settings": {...}, "heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 5.0}
     {"type": "pong", "t": <echoed>}
-    {"type": "stats", "fps_in", "fps_out", "server_ms_p50", "server_ms_p95", "step_ms_p50", "face_found", ...}
-                                           every stats_interval_s once connected
+    {"type": "stats", "fps_in", "fps_out", "server_ms_p50", "server_ms_p95", "step_ms_p50", "face_found",
+     "upstream": "video" | "landmarks", "video_packets_in", "points": {...}, ...}
+                                           every stats_interval_s once connected (upstream.stats_fields)
     {"type": "face", "found": bool}        sent as soon as the face is lost or found again
     {"type": "hint", "max_fps": int}       the server cannot animate every webcam frame: send at most this many
                                            (stats.fps_hint; when it keeps up again, max_fps is 30)
@@ -33,6 +34,7 @@ from typing import Any
 from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.engine.motion import TransferMode
 
+from . import upstream
 from .config import ServerConfig
 from .sessions import Registry, Session, SessionState
 from .stats import MAX_HINT_FPS, fps_hint
@@ -132,7 +134,7 @@ async def send_stats(session: Session, config: ServerConfig) -> None:
         if session.state == SessionState.CONNECTED:
             snapshot = session.stats.snapshot()
             session.send({"type": "stats", **snapshot, "dropped": session.inbox.dropped + session.outbox.dropped,
-                          "settings": session.engine.settings.public()})
+                          "settings": session.engine.settings.public(), **await upstream.stats_fields(session)})
             hint = fps_hint(session.fps_hint, float(snapshot["fps_in"]), float(snapshot["fps_out"]))
             if hint != session.fps_hint:
                 session.fps_hint = hint

@@ -47,6 +47,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--create-burst", type=int, default=_DEFAULT.create_burst, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another page origin allowed to call the API (repeatable), e.g. https://example.org")
+    p.add_argument("--landmarks-only", action="store_true",
+                   help="take face points only: pages must run the face landmarker in the browser; offers that "
+                        "send camera video are refused (the camera's pictures never leave the user's device)")
     p.add_argument("--debug-endpoints", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--echo-frame-ids", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-step-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -63,7 +66,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             connect_timeout_s=args.connect_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
             create_rate_per_min=args.create_rate, create_burst=args.create_burst,
             allowed_origins=tuple(args.allow_origin), debug_endpoints=args.debug_endpoints,
-            echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms)
+            echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms,
+            landmarks_only=args.landmarks_only)
     except ValueError as e:
         raise EnlivenError(str(e)) from e
 

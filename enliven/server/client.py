@@ -7,6 +7,10 @@ Each sent frame carries its number as a block barcode in its top 16 rows (16x16-
 which survive VP8). A server started with ``--echo-frame-ids`` copies those rows into its output,
 so the client can tell which webcam frame each animated frame was made from and measure the
 true glass-to-glass latency on one clock (client and server on the same host).
+
+Given ``points`` (face landmarks per frame, as a page's in-browser landmarker measures them), the client
+sends no video: it offers a receive-only video section and sends the points on the ``points`` data
+channel (points.py), paced like a camera; the server then draws each message's frame id into its output.
 """
 from __future__ import annotations
 
@@ -28,10 +32,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._jitter import use_low_latency_jitter_buffer
+from .frame_ids import ID_BITS, read_id, stamp_id
+from .points import encode_points
 
-ID_BITS = 12  # frame numbers are sent modulo 2**12
-ID_BLOCK_PX = 16
-_GUARDS = (1, 0)  # two blocks after the id: white, black (a frame without them carries no id)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
 
 
@@ -41,28 +44,6 @@ class ServerRefused(Exception):
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         super().__init__(f"{status} {body.get('code', '')}: {body.get('message', '')}")
         self.status, self.body, self.headers = status, body, headers
-
-
-def stamp_id(image: np.ndarray, frame_id: int) -> None:
-    """Draw ``frame_id % 2**ID_BITS`` as a barcode into the top rows of ``image`` ((H, W, 3) uint8), in place."""
-    bits = [(frame_id >> i) & 1 for i in range(ID_BITS)] + list(_GUARDS)
-    b = ID_BLOCK_PX
-    for i, bit in enumerate(bits):
-        image[:b, i * b:(i + 1) * b] = 255 if bit else 0
-
-
-def read_id(image: np.ndarray) -> int | None:
-    """The frame id stamped by ``stamp_id`` into ``image`` ((H, W, 3) uint8), or None if there is none."""
-    b = ID_BLOCK_PX
-    n = ID_BITS + len(_GUARDS)
-    if image.shape[0] < b or image.shape[1] < n * b:
-        return None
-    strip = image[b // 4:b - b // 4, :n * b].astype(np.float32).mean(axis=(0, 2))  # (n * b,)
-    levels = strip.reshape(n, b)[:, b // 4:b - b // 4].mean(axis=1)
-    bits = levels > 127
-    if any(abs(float(v) - 127) < 40 for v in levels) or tuple(int(x) for x in bits[ID_BITS:]) != _GUARDS:
-        return None
-    return int(sum(int(bit) << i for i, bit in enumerate(bits[:ID_BITS])))
 
 
 class ClipTrack(MediaStreamTrack):
@@ -112,6 +93,40 @@ class ClipTrack(MediaStreamTrack):
         self.sent_s[i % (1 << ID_BITS)] = time.monotonic()
         self.count += 1
         return frame
+
+
+class PointsSender:
+    """A page's landmarker stand-in: ``points`` ((478, 3) pixels or None per frame) looped at ``fps`` as
+    points messages on a data channel; the same pacing, pause and frame-rate hint as ClipTrack."""
+
+    def __init__(self, points: Sequence[np.ndarray | None], fps: float = 25.0, size: tuple[int, int] = (640, 480)
+                 ) -> None:
+        self.points = points
+        self.fps = fps
+        self.size = size  # (width, height) of the frames the points were measured on
+        self.sent_s: dict[int, float] = {}  # frame id (mod 2**ID_BITS) -> time.monotonic() when sent
+        self.count = 0
+        self.paused = False  # while True, nothing is sent (a stalled landmarker)
+
+    def message(self, i: int) -> bytes:
+        return encode_points(i, time.time() * 1e3, *self.size, self.points[i % len(self.points)])
+
+    async def run(self, channel: Any) -> None:
+        """Send one message per frame until the channel closes (or the task is cancelled)."""
+        next_s = time.monotonic()
+        while channel.readyState == "open":
+            if self.paused:
+                await asyncio.sleep(0.05)
+                next_s = time.monotonic()
+                continue
+            next_s = max(next_s + 1.0 / self.fps, time.monotonic() - 1.0)
+            await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+            if channel.readyState != "open":
+                return
+            i = self.count
+            channel.send(self.message(i))
+            self.sent_s[i % (1 << ID_BITS)] = time.monotonic()
+            self.count += 1
 
 
 class ToneTrack(MediaStreamTrack):
@@ -167,9 +182,12 @@ class LoopbackClient:
     def __init__(self, base_url: str, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
                  photo: bytes | None = None, consent: bool = True, audio: bool = False, keep_every: int = 0,
                  heartbeat: bool = True, size: int | None = None, http: aiohttp.ClientSession | None = None,
-                 low_latency: bool = True, follow_hints: bool = True) -> None:
+                 low_latency: bool = True, follow_hints: bool = True,
+                 points: Sequence[np.ndarray | None] | None = None) -> None:
         self.base = base_url.rstrip("/")
-        self.track = ClipTrack(frames, fps)
+        # points given: face points on the "points" channel instead of video (frames is then unused)
+        self.track: ClipTrack | PointsSender = ClipTrack(frames, fps) if points is None else PointsSender(points, fps)
+        self.points_channel: Any = None
         self.max_fps = fps
         self.follow_hints = follow_hints  # send fewer frames when the server says it cannot keep up, as the page does
         self.photo, self.consent, self.audio, self.size = photo, consent, audio, size
@@ -230,7 +248,11 @@ class LoopbackClient:
         self.pc = pc
         self.channel = pc.createDataChannel("control")
         self._wire_channel()
-        pc.addTrack(self.track)
+        if isinstance(self.track, PointsSender):
+            pc.addTransceiver("video", direction="recvonly")
+            self.points_channel = pc.createDataChannel("points", ordered=False, maxRetransmits=0)
+        else:
+            pc.addTrack(self.track)
         if self.audio:
             pc.addTrack(ToneTrack())
 
@@ -266,6 +288,8 @@ class LoopbackClient:
             ch.send(json.dumps({"type": "hello", "token": self.token}))
             if self.heartbeat:
                 self._tasks.append(asyncio.ensure_future(self._ping()))
+            if isinstance(self.track, PointsSender):
+                self._tasks.append(asyncio.ensure_future(self._send_points()))
 
         @ch.on("message")
         def on_message(raw: str | bytes) -> None:
@@ -289,6 +313,15 @@ class LoopbackClient:
     def send(self, message: dict[str, Any] | str) -> None:
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def _send_points(self) -> None:
+        """Send points once the server said hello (messages before it are not taken)."""
+        await self.hello.wait()
+        ch = self.points_channel
+        while ch.readyState == "connecting":
+            await asyncio.sleep(0.02)
+        assert isinstance(self.track, PointsSender)
+        await self.track.run(ch)
 
     async def _ping(self) -> None:
         while self.heartbeat and self.channel is not None and self.channel.readyState == "open":

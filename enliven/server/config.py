@@ -37,6 +37,8 @@ class ServerConfig:
     debug_endpoints: bool = False  # GET /debug/state (tests and benchmarks only)
     debug_step_delay_ms: float = 0.0  # extra time per frame in the workers: a slow generator (tests only)
     echo_frame_ids: bool = False  # copy the input's top 16 rows into the output (latency probes only)
+    landmarks_only: bool = False  # refuse offers that send camera video: pages must send face points (upstream.py)
+    max_points_per_s: float = 60.0  # face-points messages beyond this rate per session are dropped
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in CROP_SIZES_PX:
@@ -50,7 +52,7 @@ class ServerConfig:
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1; got {self.max_sessions}")
         for name in ("offer_timeout_s", "connect_timeout_s", "idle_timeout_s", "heartbeat_interval_s",
-                     "heartbeat_timeout_s", "create_rate_per_min", "stats_interval_s"):
+                     "heartbeat_timeout_s", "create_rate_per_min", "stats_interval_s", "max_points_per_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:

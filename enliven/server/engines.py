@@ -5,6 +5,9 @@ the session's own thread; ``animate_newest`` feeds them the newest webcam frame:
 
     inbox (NewestSlot) --animate_newest--> engine.animate: ProcessEngine --pipe, I420--> worker.py
         or ThreadEngine --> SessionAnimator.frame --> outbox (NewestSlot)
+
+A session whose page sends face points instead of video (points.py) goes the same way with InputPoints
+items: SessionAnimator.points, through PointsRequest to a worker.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import av
 import numpy as np
 
 from .photos import PhotoCounter
+from .points import InputPoints
 from .pool import WorkerError, WorkerHandle, WorkerPool
 from .protocol import (
     CloseRequest,
@@ -27,6 +31,7 @@ from .protocol import (
     FrameRequest,
     PhotoReply,
     PhotoRequest,
+    PointsRequest,
     PreparedReply,
     PrepareRequest,
     RefusedReply,
@@ -84,7 +89,7 @@ class SessionEngine:
             self.settings = new
         return new, reset
 
-    def _session_time_s(self, item: InputFrame) -> float:
+    def _session_time_s(self, item: InputFrame | InputPoints) -> float:
         return item.arrived_s - self._t0
 
     async def prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
@@ -94,7 +99,16 @@ class SessionEngine:
         """
         raise NotImplementedError
 
-    async def animate(self, item: InputFrame) -> OutputFrame:
+    async def animate(self, item: InputFrame | InputPoints) -> OutputFrame:
+        """Animate one camera frame or one message of face points (in the session's thread)."""
+        if isinstance(item, InputPoints):
+            return await self.run(self._animate_points, item)
+        return await self.run(self._animate, item)
+
+    def _animate(self, item: InputFrame) -> OutputFrame:
+        raise NotImplementedError
+
+    def _animate_points(self, item: InputPoints) -> OutputFrame:
         raise NotImplementedError
 
     async def photo_png(self) -> bytes | None:
@@ -148,8 +162,15 @@ class ThreadEngine(SessionEngine):
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
-    async def animate(self, item: InputFrame) -> OutputFrame:
-        return await self.run(self._animate, item)
+    def _animate_points(self, item: InputPoints) -> OutputFrame:
+        new, reset = self._take_pending()
+        session = self._session
+        if session is None:
+            raise RuntimeError("the session's photo is gone")
+        msg = item.message
+        out = session.points(msg.points, self._session_time_s(item), msg.frame_id, new, reset)
+        frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
+        return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
     def _png(self) -> bytes | None:
         return None if self._session is None else self._session.photo_png()
@@ -213,8 +234,20 @@ class ProcessEngine(SessionEngine):
         out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
         return OutputFrame(out, item.arrived_s, time.monotonic(), reply.step_ms, reply.face_found)
 
-    async def animate(self, item: InputFrame) -> OutputFrame:
-        return await self.run(self._animate, item)
+    def _animate_points(self, item: InputPoints) -> OutputFrame:
+        if self._worker is None:
+            raise RuntimeError("the session's photo is gone")
+        msg = item.message
+        new, reset = self._take_pending()
+        points = None if msg.points is None else msg.points.astype("<f4").tobytes()
+        reply = self._worker.call(PointsRequest(self.name, self._session_time_s(item), msg.frame_id, new, reset,
+                                                points))
+        if not isinstance(reply, FrameReply):
+            raise _unexpected(reply, "animate the points")
+        side = reply.side
+        planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
+        out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        return OutputFrame(out, item.arrived_s, time.monotonic(), reply.step_ms, reply.face_found)
 
     async def photo_png(self) -> bytes | None:
         if self._worker is None:
@@ -241,9 +274,10 @@ def open_engine(sid: str, settings: EngineSettings, debug: DebugOptions, pool: W
     return ThreadEngine(sid, settings, photos, debug)
 
 
-async def animate_newest(engine: SessionEngine, inbox: NewestSlot[InputFrame], outbox: NewestSlot[OutputFrame],
+async def animate_newest(engine: SessionEngine, inbox: NewestSlot[InputFrame] | NewestSlot[InputPoints],
+                         outbox: NewestSlot[OutputFrame],
                          stats: FrameStats, on_face: Callable[[bool], None]) -> None:
-    """Animate the newest input frame, one at a time, until the session closes (or its worker dies)."""
+    """Animate the newest input frame (or face points), one at a time, until the session closes (or its worker dies)."""
     face_found: bool | None = None
     while True:
         try:

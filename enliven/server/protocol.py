@@ -4,6 +4,7 @@ The server sends a request and waits for its reply; a worker answers each reques
 
     PrepareRequest -> PreparedReply | RefusedReply (the photo is refused: an EnlivenError, by its code)
     FrameRequest   -> FrameReply
+    PointsRequest  -> FrameReply       (a page's face points instead of a camera frame)
     PhotoRequest   -> PhotoReply
     CloseRequest   -> ClosedReply
     StatsRequest   -> StatsReply
@@ -52,6 +53,18 @@ class FrameRequest:
 
 
 @dataclass(frozen=True)
+class PointsRequest:
+    """Animate session ``sid`` with the face points its page measured on one camera frame."""
+
+    sid: str
+    t_s: float  # seconds since the session started, when the points arrived
+    frame_id: int  # the page's frame number (echoed into the output for latency probes)
+    settings: EngineSettings | None  # new settings to apply first; None: unchanged
+    reset_reference: bool  # take the driver's next frames as its neutral pose
+    points: bytes | None = field(repr=False)  # (478, 3) float32 pixels, C order; None: no face
+
+
+@dataclass(frozen=True)
 class PhotoRequest:
     sid: str
 
@@ -71,7 +84,7 @@ class QuitRequest:
     pass
 
 
-Request = PrepareRequest | FrameRequest | PhotoRequest | CloseRequest | StatsRequest | QuitRequest
+Request = PrepareRequest | FrameRequest | PointsRequest | PhotoRequest | CloseRequest | StatsRequest | QuitRequest
 
 
 # --- replies (worker -> server) --------------------------------------------------------------

@@ -127,7 +127,7 @@ async def create_session(request: web.Request) -> web.Response:
         "settings": engine.settings.public(), "engines": list(ENGINES),
         "offer_timeout_s": config.offer_timeout_s,
         "heartbeat_interval_s": config.heartbeat_interval_s, "heartbeat_timeout_s": config.heartbeat_timeout_s,
-        "retention": RETENTION,
+        "retention": RETENTION, "landmarks_only": config.landmarks_only,
     }, status=201)
 
 

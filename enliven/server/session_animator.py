@@ -6,7 +6,8 @@ in the session's thread of the server process (engines.ThreadEngine). Per frame:
     new settings? --> engine or size changed: a new Animator for the same photo (the old one is kept
                       if that fails); mode changed: Animator.set_mode (the driver's reference is kept)
     reset asked?  --> Animator.reset_reference
-    Animator.step --> "AI-generated" burned in --> the input's top rows echoed (latency probes only)
+    Animator.step (a camera frame) or Animator.step_landmarks (a page's face points, smoothed)
+                  --> "AI-generated" burned in --> the frame id echoed (latency probes only)
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineN
 from enliven.engine.defaults import builtin_photo
 from enliven.engine.image_io import encode_png, load_photo
 from enliven.engine.motion import TransferMode
+
+from .frame_ids import stamp_id
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,32 @@ class SessionAnimator:
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
+        return AnimatedImage(out, bool(animator.last.face_found), step_ms)
+
+    def points(self, points: np.ndarray | None, t_s: float, frame_id: int, settings: EngineSettings | None = None,
+               reset_reference: bool = False) -> AnimatedImage:
+        """Animate with the face points a page measured on one camera frame ((478, 3) float32 pixels in
+        Animator.step's convention, or None: no face), smoothed as ``step`` smooths its own landmarks.
+
+        ``frame_id``: the page's frame number, drawn into the output when echo_frame_ids is on (latency
+        probes). Otherwise as ``frame``.
+        """
+        if settings is not None:
+            self._apply(settings)
+        animator = self._animator
+        if animator is None:
+            raise RuntimeError("the session's photo is gone")
+        if reset_reference:
+            animator.reset_reference()
+        t0 = time.perf_counter()
+        out = animator.step_landmarks(points, t=t_s, smooth=True)
+        if self.debug.step_delay_s > 0:
+            time.sleep(self.debug.step_delay_s)
+        step_ms = (time.perf_counter() - t0) * 1e3
+        out = np.array(out)  # a writable copy
+        stamp_disclosure(out)
+        if self.debug.echo_frame_ids:
+            stamp_id(out, frame_id)
         return AnimatedImage(out, bool(animator.last.face_found), step_ms)
 
     def _apply(self, new: EngineSettings) -> None:

@@ -24,6 +24,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from .config import ServerConfig
 from .engines import SessionEngine
 from .photos import PhotoCounter
+from .points import PointsUpstream
 from .stats import FrameStats
 from .tracks import InputFrame, NewestSlot, OutputFrame
 
@@ -63,6 +64,7 @@ class Session:
     _msg_window: tuple[float, int] = (0.0, 0)  # (window start, count) for the channel rate limit
     dropped_messages: int = 0
     fps_hint: int | None = None  # the frame rate the client was last asked to send at most (None: any)
+    points: PointsUpstream | None = None  # set when the page sends face points instead of video (upstream.py)
 
     @property
     def short(self) -> str:
@@ -246,7 +248,9 @@ class Registry:
                  "outbox_depth": s.outbox.depth, "remote_queue": _remote_queue(s),
                  "dropped_in": s.inbox.dropped, "dropped_out": s.outbox.dropped,
                  "frames_in": s.stats.frames_in, "frames_out": s.stats.frames_out, "errors": s.stats.errors,
-                 "dropped_messages": s.dropped_messages, "tasks": len(s.tasks)}
+                 "dropped_messages": s.dropped_messages, "tasks": len(s.tasks),
+                 "upstream": "video" if s.points is None else "landmarks",
+                 "points": None if s.points is None else s.points.intake.state()}
                 for s in self.sessions.values()
             ],
         }

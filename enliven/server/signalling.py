@@ -18,7 +18,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from . import channel
+from . import channel, upstream
 from ._jitter import use_low_latency_jitter_buffer
 from .config import ServerConfig
 from .engines import animate_newest
@@ -88,13 +88,17 @@ async def answer(session: Session, sdp: str, registry: Registry, config: ServerC
     (400 when aiortc cannot use the offer, 403 when the session ended meanwhile, 409 when another offer
     won)."""
     check_offer_unused(session)  # a concurrent offer may have won while the body was read
+    kind = upstream.offered_upstream(sdp)  # "landmarks": the page sends face points, no video
+    upstream.check_upstream(kind, config)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session.pc = pc
     _wire(session, pc, registry, config)
     try:
         await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")),
                                SDP_SETUP_TIMEOUT_S)
-        if not any(t.kind == "video" for t in session.remote_tracks):
+        if kind == "landmarks":
+            upstream.start_landmarks(session, pc, registry, config)
+        elif not any(t.kind == "video" for t in session.remote_tracks):
             raise ValueError("no usable video track in the offer")
         local = await asyncio.wait_for(pc.createAnswer(), SDP_SETUP_TIMEOUT_S)
         await asyncio.wait_for(pc.setLocalDescription(local), SDP_SETUP_TIMEOUT_S)
@@ -151,6 +155,9 @@ def _wire(session: Session, pc: RTCPeerConnection, registry: Registry, config: S
 
     @pc.on("datachannel")
     def on_datachannel(ch: Any) -> None:
+        if ch.label == upstream.POINTS_CHANNEL:
+            upstream.wire_points_channel(session, pc, ch)
+            return
         if session.pc is not pc or session.channel is not None:
             ch.close()
             return

@@ -29,6 +29,7 @@ from .protocol import (
     FrameRequest,
     PhotoReply,
     PhotoRequest,
+    PointsRequest,
     PreparedReply,
     PrepareRequest,
     ProtocolError,
@@ -66,6 +67,8 @@ class Worker:
         """The reply to ``request`` (QuitRequest is the caller's: it has no reply)."""
         if isinstance(request, FrameRequest):
             return self.frame(request)
+        if isinstance(request, PointsRequest):
+            return self.points(request)
         if isinstance(request, PrepareRequest):
             return self.prepare(request)
         if isinstance(request, PhotoRequest):
@@ -96,6 +99,15 @@ class Worker:
         yuv = np.frombuffer(request.i420, np.uint8).reshape(request.height * 3 // 2, request.width)
         rgb = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
         out = session.frame(rgb, request.t_s, request.settings, request.reset_reference)
+        i420 = cv2.cvtColor(np.ascontiguousarray(out.image), cv2.COLOR_RGB2YUV_I420)
+        return FrameReply(out.image.shape[0], out.face_found, out.step_ms, i420.tobytes())
+
+    def points(self, request: PointsRequest) -> FrameReply | ErrorReply:
+        session = self.sessions.get(request.sid)
+        if session is None:
+            return ErrorReply("gone", "no such session in this worker")
+        pts = None if request.points is None else np.frombuffer(request.points, np.float32).reshape(-1, 3)
+        out = session.points(pts, request.t_s, request.frame_id, request.settings, request.reset_reference)
         i420 = cv2.cvtColor(np.ascontiguousarray(out.image), cv2.COLOR_RGB2YUV_I420)
         return FrameReply(out.image.shape[0], out.face_found, out.step_ms, i420.tobytes())
 

@@ -31,3 +31,13 @@ def photo_png() -> bytes:
     from enliven.engine.image_io import encode_png
 
     return encode_png(builtin_photo())
+
+
+@pytest.fixture(scope="session")
+def clip_points(clip: list[np.ndarray]) -> list[np.ndarray | None]:
+    """The face points of each clip frame as a page's landmarker measures them: MediaPipe FaceMesh in
+    tracking mode, unsmoothed ((478, 3) float32 pixels; None where no face was found)."""
+    from enliven.engine.landmarks import LandmarkTracker
+
+    with LandmarkTracker(smooth=False) as tracker:
+        return [tracker.track(frame, i / 25.0) for i, frame in enumerate(clip)]
