@@ -22,7 +22,7 @@ def _driving_frames(width: int, height: int, fps: float, stride: int) -> tuple[n
     motion = builtin_motion(fps=fps / stride * stride)[::stride]
     side = min(width, height)
     frames = []
-    with Animator(AnimatorConfig(crop_size_px=256, fps=fps, generator="analytic")) as animator:
+    with Animator(AnimatorConfig(crop_size_px=256, fps=fps, engine="analytic")) as animator:
         animator.prepare(photo)
         for i, points in enumerate(motion):
             out = animator.step_landmarks(points, t=i * stride / fps)
