@@ -18,6 +18,15 @@ DEFAULT_DEMO_OUTPUT = "enliven-demo.mp4"
 
 
 def _cmd_animate(args: argparse.Namespace) -> int:
+    from .output_formats import check_side_output, resolve_output
+
+    # The outputs are checked first: a path that would replace an input, or that cannot be written, is
+    # refused before the models load and the frames are animated.
+    inputs = {"photo": args.photo, "driving video": args.driving}
+    output = resolve_output(args.output or DEFAULT_DEMO_OUTPUT, inputs)
+    if args.strip:
+        check_side_output(args.strip, {**inputs, "output": output.path}, "the strip")
+
     from .offline import animate_builtin, animate_video
 
     from .engine.animator import AnimatorConfig
@@ -25,7 +34,6 @@ def _cmd_animate(args: argparse.Namespace) -> int:
 
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
                             engine=args.engine)
-    output = Path(args.output or DEFAULT_DEMO_OUTPUT)
     if args.driving is None:
         report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)
     else:
@@ -55,10 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("animate", help="animate a photo with a driving video (or the built-in motion)")
+    from .output_formats import formats_help
+
+    p = sub.add_parser("animate", help="animate a photo with a driving video (or the built-in motion)",
+                       description="Animate a photo with a driving video (or the built-in motion). The output's "
+                                   f"format follows its extension: {formats_help()}. Every format is marked as "
+                                   "AI-generated in its metadata. An output that would replace the photo or the "
+                                   "video, or that cannot be written, is refused before any work.")
     p.add_argument("photo", nargs="?", default=None, help="portrait photo (JPEG/PNG/WebP); default: built-in")
     p.add_argument("driving", nargs="?", default=None, help="driving video; default: built-in motion")
-    p.add_argument("-o", "--output", default=None, help=f"output .mp4 (default {DEFAULT_DEMO_OUTPUT})")
+    p.add_argument("-o", "--output", default=None,
+                   help=f"output file (.mp4, .mov, .webm, .gif) or folder for PNG frames (a path ending in /); "
+                        f"default {DEFAULT_DEMO_OUTPUT}")
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="face crop size in pixels")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--relative", dest="mode", action="store_const", const="relative",
