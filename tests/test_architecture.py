@@ -27,9 +27,10 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"engine", "models"},
     "evaluate": {"engine", "models", "export", "animation", "train"},
     "fixtures": {"engine", "animation"},
-    "offline": {"engine", "animation", "provenance"},
+    "output_formats": {"engine"},
+    "offline": {"engine", "animation", "provenance", "output_formats"},
     "server": {"engine", "animation", "provenance", "fixtures"},
-    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "server"},
+    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server"},
     "web": set(),
 }
 # Function-local imports of enliven's own modules, each with the optional heavy dependency it defers.

@@ -16,19 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
-import cv2
 import numpy as np
 
 from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
 from enliven.engine.defaults import builtin_photo
+from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png, load_photo
 from enliven.engine.motion import TransferMode
 
 logger = logging.getLogger(__name__)
 
 ECHO_ROWS = 16  # rows of the input copied into the output when echo_frame_ids is on (latency probes)
-DISCLOSURE = "AI-generated"  # burned into every animated frame; no setting turns it off
 
 
 @dataclass(frozen=True)
@@ -75,21 +74,6 @@ def decode_photo(upload: bytes | None, max_pixels: int, max_bytes: int,
     if upload is None:
         return builtin_photo() if builtin is None else builtin.copy()
     return load_photo(upload, max_pixels=max_pixels, max_bytes=max_bytes)
-
-
-def stamp_disclosure(image: np.ndarray) -> None:
-    """Burn a small "AI-generated" label into the bottom-right corner of ``image`` ((S, S, 3) uint8 RGB), in place.
-
-    The page shows its own label over the video; this one travels with the stream itself (a recording,
-    a virtual camera), as synthetic media of real people must be marked (EU AI Act art. 50).
-    """
-    side = image.shape[0]
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.34 * side / 256, max(1, round(side / 256))
-    (tw, th), base = cv2.getTextSize(DISCLOSURE, font, scale, thick)
-    pad = 3 * thick
-    x, y = image.shape[1] - tw - 2 * pad, side - 2 * pad - base
-    cv2.rectangle(image, (x - pad, y - th - pad), (x + tw + pad, y + base + pad), (0, 0, 0), -1)
-    cv2.putText(image, DISCLOSURE, (x, y), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
 
 
 class SessionAnimator:
