@@ -249,9 +249,9 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    from ..train.dataset import _read_frames
+    from ..train.dataset import read_frames
 
-    return _read_frames(path, wanted)
+    return read_frames(path, wanted)
 
 
 def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = True) -> dict[str, Any]:
