@@ -1,4 +1,4 @@
-"""The ``enliven`` command line: serve, animate, bench, train, evaluate, export.
+"""The ``enliven`` command line: serve, animate, bench, train, evaluate, export, verify.
 
 With no arguments it animates the built-in photo with the built-in motion into enliven-demo.mp4
 (``bash run.sh`` with no arguments starts the server instead).
@@ -26,11 +26,15 @@ def _cmd_animate(args: argparse.Namespace) -> int:
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
                             engine=args.engine)
     output = Path(args.output or DEFAULT_DEMO_OUTPUT)
+    from .provenance.cli import provenance_options
+
+    provenance = provenance_options(args)
     if args.driving is None:
-        report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)
+        report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress,
+                                 provenance=provenance)
     else:
         report = animate_video(args.photo, args.driving, output, config, strip=args.strip,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, provenance=provenance)
     print(report.summary())
     return 0
 
@@ -49,6 +53,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .provenance.cli import add_provenance_options, add_verify_parser
+
     parser = argparse.ArgumentParser(
         prog="enliven", description="Real-time portrait animation: a photo driven by a face.")
     parser.add_argument("--version", action="version", version=f"enliven {__version__}")
@@ -72,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained: the shipped learned generator refines the warp (default); analytic: warp only")
     p.add_argument("--strip", default=None, help="also save a PNG strip source | driver | output here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_provenance_options(p)
     p.set_defaults(func=_cmd_animate)
 
     b = sub.add_parser("bench", help="per-stage timings and frames per second of the frame path")
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_evaluate_parser(sub)
     add_export_parser(sub)
+    add_verify_parser(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ from .engine.pipeline import PipelinedAnimator
 from .engine.defaults import builtin_photo
 from .engine.image_io import load_photo
 from .engine.video_io import DrivingVideo, VideoWriter
+from .provenance.output import FileProvenance, ProvenanceOptions  # PROVENANCE (issue #14)
 
 STRIP_FRAMES = 6
 
@@ -90,9 +91,10 @@ def _crop_of(animator: Animator, frame: np.ndarray) -> np.ndarray:
 
 def animate_video(photo: str | Path | None, driving: str | Path, output: str | Path,
                   config: AnimatorConfig = AnimatorConfig(), *, strip: str | Path | None = None,
-                  progress: bool = True) -> AnimateReport:
+                  progress: bool = True, provenance: ProvenanceOptions = ProvenanceOptions()) -> AnimateReport:
     """Animate ``photo`` (default: built-in) with a driving video; keeps its fps and audio."""
     image = builtin_photo() if photo is None else load_photo(photo)
+    marks = FileProvenance(provenance)  # PROVENANCE: watermark session + C2PA identity
     start = time.perf_counter()
     found = frames = 0
     with PipelinedAnimator(Animator(config)) as animator, DrivingVideo(driving) as video:
@@ -106,7 +108,7 @@ def animate_video(photo: str | Path | None, driving: str | Path, output: str | P
                 nonlocal found, frames
                 if out is None or driver is None:
                     return
-                writer.write(out)
+                writer.write(marks.mark(out))  # PROVENANCE: watermark each frame as it is written
                 found += animator.last.face_found
                 frames += 1
                 recorder.offer(index, driver, _crop_of(animator.animator, out))
@@ -118,18 +120,21 @@ def animate_video(photo: str | Path | None, driving: str | Path, output: str | P
                 previous = frame
             emit(animator.flush(), frames, previous)
         fps, count = video.fps, source.face.face_count
+    marks.sign(output, photo, driving)  # PROVENANCE: C2PA manifest on the finished file
     return AnimateReport(Path(output), frames, fps, time.perf_counter() - start, found / max(frames, 1), count,
                          recorder.save())
 
 
 def animate_builtin(photo: str | Path | None, output: str | Path, config: AnimatorConfig = AnimatorConfig(),
-                    *, strip: str | Path | None = None, progress: bool = True, fps: float = 25.0) -> AnimateReport:
+                    *, strip: str | Path | None = None, progress: bool = True, fps: float = 25.0,
+                    provenance: ProvenanceOptions = ProvenanceOptions()) -> AnimateReport:
     """Animate ``photo`` (default: built-in) with the built-in procedural motion (no video needed)."""
     from .engine.procedural import builtin_motion
     from .engine.render import draw_landmarks
 
     image = builtin_photo() if photo is None else load_photo(photo)
     motion = builtin_motion(fps=fps)
+    marks = FileProvenance(provenance)  # PROVENANCE: watermark session + C2PA identity
     start = time.perf_counter()
     with Animator(replace(config, fps=fps)) as animator:
         source = animator.prepare(image)
@@ -138,8 +143,9 @@ def animate_builtin(photo: str | Path | None, output: str | Path, config: Animat
         with VideoWriter(output, fps, size) as writer:
             for i, points in enumerate(tqdm(motion, unit="frame", disable=not progress, desc="animating")):
                 out = animator.step_landmarks(points, t=i / fps)
-                writer.write(out)
+                writer.write(marks.mark(out))  # PROVENANCE: watermark each frame as it is written
                 if recorder.path is not None and i in recorder.picks:
                     recorder.offer(i, _face_window(draw_landmarks(points, 512), motion[0]), _crop_of(animator, out))
         count = source.face.face_count
+    marks.sign(output, photo, None)  # PROVENANCE: C2PA manifest on the finished file
     return AnimateReport(Path(output), len(motion), fps, time.perf_counter() - start, 1.0, count, recorder.save())
