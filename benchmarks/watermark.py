@@ -91,7 +91,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
     head += "|---|" + "---|" * len(results) + "\n"
     rows = [("embed, p50 / p95", lambda r: f"{r['embed']['p50_ms']:.2f} / {r['embed']['p95_ms']:.2f} ms"),
             ("detect (all hypotheses), p50", lambda r: f"{r['detect']['p50_ms']:.1f} ms"),
-            ("PSNR marked vs unmarked, min / mean", lambda r: f"{r['psnr_db']['min']:.2f} / {r['psnr_db']['mean']:.2f} dB")]
+            ("PSNR marked vs unmarked, min / mean",
+             lambda r: f"{r['psnr_db']['min']:.2f} / {r['psnr_db']['mean']:.2f} dB")]
     rows += [(f"recovered per frame: {e}", lambda r, e=e: f"{100 * r['recovery'][e]:.0f} %") for e in EDITS]
     rows += [("detections on unmarked frames", lambda r: f"{r['false_positives']} of {r['unmarked_frames_checked']}")]
     return head + "".join(f"| {label} | " + " | ".join(fn(r) for r in results) + " |\n" for label, fn in rows)

@@ -61,8 +61,8 @@ def test_embed_shapes_and_errors(demo256):
 
 
 def test_pattern_and_cell_sizes():
-    assert cell_px_for(256, 256) == 4 and cell_px_for(512, 512) == 8 and cell_px_for(480, 640) == 4
-    assert cell_px_for(1080, 1920) == 16
+    assert cell_px_for(256, 256) == 4 and cell_px_for(512, 512) == 4 and cell_px_for(480, 640) == 4
+    assert cell_px_for(1080, 1920) == 8 and cell_px_for(3000, 4000) == 16
     p = watermark_pattern(Payload(5), 100, 70)
     assert p.shape == (100, 70) and set(np.unique(p).tolist()) == {-1.0, 1.0}
 
@@ -144,3 +144,11 @@ def test_another_sessions_mark_reads_as_that_session(demo256):
     a, b = Watermarker(), Watermarker()
     assert detect(a.embed(demo256[3])).payload == a.payload
     assert detect(b.embed(demo256[3])).payload == b.payload
+
+
+@pytest.mark.parametrize("edit", ["h264-high", "half-size", "face-crop"])
+def test_payload_survives_edits_offline_photo(edit):
+    """The whole photo as `enliven animate` writes it (512x512 for the built-in one)."""
+    wm = Watermarker()
+    frames = [wm.embed(f) for f in attacks.demo_frames(256, "photo", 25)]
+    assert recovered(EDITS[edit](frames), wm.payload) >= MIN_RECOVERY

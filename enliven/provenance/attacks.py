@@ -81,7 +81,8 @@ def demo_frames(crop_size_px: int = 256, output: str = "crop", count: int = 50, 
     fps = 25.0
     motion = builtin_motion(fps=fps)[: start + count]
     frames = []
-    config = AnimatorConfig(crop_size_px=crop_size_px, output=output, engine="analytic", fps=fps)  # type: ignore[arg-type]
+    config = AnimatorConfig(crop_size_px=crop_size_px, output=output,  # type: ignore[arg-type]
+                            engine="analytic", fps=fps)
     with Animator(config) as animator:
         animator.prepare(builtin_photo())
         for i, points in enumerate(motion):  # every frame is stepped: the motion's smoothing needs them

@@ -80,8 +80,8 @@ def _algorithm_of(chain: bytes, key_pem: bytes) -> str:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except ValueError as e:
         raise ProvenanceError(f"expected a PEM certificate chain and an unencrypted PEM private key; {e}") from e
-    if certs[0].public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
-            != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if certs[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         raise ProvenanceError("the private key does not belong to the first certificate of the chain")
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return {256: "es256", 384: "es384", 521: "es512"}.get(key.curve.key_size, "es256")

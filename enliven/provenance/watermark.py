@@ -4,8 +4,8 @@ Scheme (spread spectrum, tiled): a tile of ``TILE_CELLS`` x ``TILE_CELLS`` chips
 drawn from a key fixed by enliven. ``SYNC_CHIPS`` of them are a known pseudo-noise pattern (the
 sync field); the others carry the 132 coded bits of the payload (``payload.py``), each bit on
 one or two chips, each chip multiplied by its own pseudo-noise sign. A chip covers ``cell`` x
-``cell`` pixels, where ``cell`` grows with the frame (4 px up to a short side of 511 px, 8 px up
-to 1023, ...), and the tile repeats over the whole frame from its top-left corner. The pattern,
+``cell`` pixels, where ``cell`` grows with the frame (4 px up to a short side of 1023 px, 8 px up
+to 2047, ...), and the tile repeats over the whole frame from its top-left corner. The pattern,
 weighted by a mask that is larger where the picture is busy (where the eye misses it), is added
 to the luma (R, G and B move together, chroma is untouched), capped so the frame keeps a
 PSNR of at least ``min_psnr_db``.
@@ -34,7 +34,7 @@ from enliven.provenance.payload import CODED_BITS, Payload, conv_encode, new_ses
 KEY = b"enliven-watermark-v1"  # seeds the chip layout and signs; changing it orphans every mark made
 TILE_CELLS = 16  # chips per tile side (256 chips)
 SYNC_CHIPS = 48  # chips of the tile that hold the known sync pattern
-BASE_CELL_PX = 4  # chip side, pixels, in frames whose short side is under 512 px
+BASE_CELL_PX = 4  # chip side, pixels, in frames whose short side is under 1024 px
 SYNC_Z_MIN = 5.0  # a detection needs the sync peak this many standard deviations above the other offsets
 # Cell sizes the detector tries, in pixels of the frame it is given: what embed uses for frames up
 # to 8k, halves and three-quarters of them (a frame scaled down), and 3/2 of 4 (scaled up).
@@ -73,11 +73,11 @@ LAYOUT = _layout()
 
 
 def cell_px_for(height: int, width: int) -> int:
-    """The chip side, pixels, that embed uses in a frame of this size: 4 px below a short side of 512,
-    then doubling with each doubling of the short side."""
+    """The chip side, pixels, that embed uses in a frame of this size: 4 px below a short side of 1024
+    (256 and 512 crops, most photos), then doubling with each doubling of the short side."""
     short = min(height, width)
     cell = BASE_CELL_PX
-    while short >= 2 * 256 * cell // BASE_CELL_PX:
+    while short >= 1024 * cell // BASE_CELL_PX:
         cell *= 2
     return cell
 
@@ -316,15 +316,18 @@ def detect(frame: np.ndarray, cells_px: tuple[float, ...] = DETECT_CELLS_PX) -> 
     """Look for an enliven watermark in one frame.
 
     Args: frame (H, W, 3) uint8 RGB, any size of at least 16x16 (a crop, a scaled copy...);
-        cells_px: the chip sides to try, pixels (default: all that embed makes, and scaled ones).
+        cells_px: the chip sides to try, pixels (default: all that embed makes, and scaled ones);
+            those under half the cell embed would use at this frame's size are skipped (a frame
+            scaled down by more than 2 is not read; this keeps large frames quick).
     Returns: the Detection of the hypothesis that decoded (the one with the best sync otherwise).
     """
     _check_frame(frame)
     y = luma(frame)
     short = min(y.shape)
+    smallest = cell_px_for(*y.shape) / 2  # a frame made at this size, or scaled down by up to 2 (or cropped)
     best: Detection | None = None
     for cell in cells_px:
-        if short < cell * TILE_CELLS * 0.75:  # less than 3/4 of a tile: too little to read
+        if short < cell * TILE_CELLS * 0.75 or cell < smallest:  # under 3/4 of a tile, or cells never made
             continue
         z, offset, chips = _hypothesis(y, cell)
         soft = _despread(chips)
