@@ -9,12 +9,14 @@ enliven.fixtures), through the real stages: MediaPipe landmarks (tracking mode),
 warp, generator, paste-back, and VP8 encoding of the output frame as the server would.
 End-to-end = wall time of the whole per-frame loop. Throughput against batch size: the
 refiner's per-frame part (inputs, decoder, delta added) for several streams in one call.
-Run: ``enliven bench`` (``--write`` records benchmarks/RESULTS.md and results/frame_path.json).
+Run from the checkout: ``python -m benchmarks.frame_path`` (``--write`` records benchmarks/RESULTS.md and
+results/frame_path.json).
 """
 from __future__ import annotations
 
 import json
 import time
+import argparse
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -24,7 +26,7 @@ from typing import Any
 import av
 import numpy as np
 
-from enliven.engine.animator import STAGES, Animator, AnimatorConfig
+from enliven.animation.animator import STAGES, Animator, AnimatorConfig
 from enliven.engine.defaults import builtin_photo
 from enliven.fixtures import driving_frames
 
@@ -76,7 +78,7 @@ def bench_config(config: AnimatorConfig, frames: int, pipelined: bool = False) -
     total = wall time of one loop iteration (step + encode); latency = from handing a frame in
     to its output being encoded (one frame more than total when pipelined).
     """
-    from enliven.engine.pipeline import PipelinedAnimator
+    from enliven.animation.pipeline import PipelinedAnimator
 
     clip = driving_frames(640, 480, fps=30.0)
     photo = builtin_photo()
@@ -125,7 +127,8 @@ def batch_throughput(precisions: tuple[str, ...] = ("fp32", "int8"), batches: tu
     """
     import cv2
 
-    from enliven.engine.refine import open_runner, refine_batch
+    from enliven.engine.refine import refine_batch
+    from enliven.export.runner import open_runner
     from enliven.export.samples import real_inputs
 
     s = real_inputs(128, frames=max(batches))
@@ -211,7 +214,7 @@ def _write_results_md(record: dict[str, Any], table: str, btable: str) -> None:
     m = record["machine"]
     r0 = record["results"][0]
     section = [
-        "## Frame path: analytic and trained, torch and ONNX Runtime, serial and pipelined (`enliven bench`)",
+        "## Frame path: analytic and trained, torch and ONNX Runtime, serial and pipelined (`python -m benchmarks.frame_path`)",
         "",
         f"Recorded {record['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
         f"versions {json.dumps(m['versions'])}. No GPU on this machine.",
@@ -249,3 +252,18 @@ def batching_verdict(rows: list[dict[str, Any]]) -> str:
             "a third of a frame's work, so the whole path would gain a few per cent, while every frame would wait "
             "for its batch partners: the server does not batch sessions on a CPU. The dynamic-batch graph and "
             "`refine.refine_batch` are the way in for GPU servers, where batching pays.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.frame_path``: time the frame path, optionally record the results."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.frame_path", description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=300, help="frames timed per configuration")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="crop sizes to time")
+    p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results JSON")
+    args = p.parse_args(argv)
+    run(frames=args.frames, sizes=tuple(args.sizes), write=args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

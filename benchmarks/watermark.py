@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from enliven.fixtures import demo_output_frames
 from enliven.provenance import attacks
 from enliven.provenance.watermark import Watermarker, detect
 
@@ -99,9 +100,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def run(frames: int = 100, write: bool = False) -> list[dict[str, Any]]:
-    materials = {"live crop 256": attacks.demo_frames(256, "crop", frames),
-                 "live crop 512": attacks.demo_frames(512, "crop", frames),
-                 "offline photo": attacks.demo_frames(256, "photo", frames)}
+    materials = {"live crop 256": demo_output_frames(256, "crop", frames),
+                 "live crop 512": demo_output_frames(512, "crop", frames),
+                 "offline photo": demo_output_frames(256, "photo", frames)}
     results = [bench_material(name, f) for name, f in materials.items()]
     table = markdown(results)
     print(table)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from enliven.engine.animator import Animator, AnimatorConfig
+from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.canonical import rotation_from_angles
 from enliven.engine.errors import NoFaceError, ShapeError
 
@@ -24,6 +24,16 @@ def test_zero_motion_gives_back_the_source_crop(animator, astronaut_face):
         out = animator.step_landmarks(astronaut_face.landmarks, t=i / 30)
     assert out.shape == (256, 256, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - animator.source.crop).mean() < 1.0
+
+
+def test_warper_and_generator_provider_are_read_only_views(animator):
+    assert animator.generator_provider is None  # analytic: no generator
+    assert animator.warper.size_px == 256
+    with pytest.raises(AttributeError):
+        animator.warper = None
+    fresh = Animator(AnimatorConfig(engine="analytic"))
+    with pytest.raises(RuntimeError, match="prepare"):
+        _ = fresh.warper
 
 
 def test_trained_mode_stays_close_to_the_source_at_zero_motion(astronaut, astronaut_face):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from enliven.engine import topology as topo
-from enliven.engine.animator import Animator, AnimatorConfig
+from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.landmarks import LandmarkTracker
 from enliven.fixtures import driving_frames
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from enliven.engine import evaluate as ev
+from enliven.evaluate import evaluate as ev
 from enliven.engine.canonical import load_canonical, rotation_from_angles
 
 

@@ -11,13 +11,15 @@ import numpy as np
 import onnx
 import pytest
 
-from enliven.engine import generator as gen
+from enliven.models import generator as gen
 from enliven.engine.errors import ModelFileError
 from enliven.engine.runtime import OnnxModel, RuntimeConfig
 from enliven.export import cache
 from enliven.export.samples import real_inputs
 from enliven.export.tensorrt_engine import TensorRTUnavailable, build_engine, tensorrt_unavailable_reason
-from enliven.export.to_onnx import ExportError, compare, export_generator, torch_outputs
+from enliven.export.compare import compare, torch_outputs
+from enliven.export.graphs import ExportError
+from enliven.export.to_onnx import export_generator
 
 
 @pytest.fixture(scope="module")

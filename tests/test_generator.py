@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from enliven.engine import generator as gen
+from enliven.models import generator as gen
 from enliven.engine import refine
 from enliven.engine.runtime import TorchModel
 from enliven.engine.canonical import load_canonical
@@ -147,20 +147,20 @@ def test_refiner_inputs_and_runner() -> None:
 # --- in the Animator ------------------------------------------------------------------------------------
 
 def test_animator_config_rejects_unknown_generator_modes() -> None:
-    from enliven.engine.animator import AnimatorConfig
+    from enliven.animation.animator import AnimatorConfig
 
     with pytest.raises(ValueError, match="analytic"):
         AnimatorConfig(engine="magic")
 
 
 def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) -> None:
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     outs = {}
     for mode in ("analytic", "trained"):
         with Animator(AnimatorConfig(output="crop", engine=mode)) as anim:
             anim.prepare(astronaut)
-            assert (anim._refiner is None) == (mode == "analytic")
+            assert (anim.generator_provider is None) == (mode == "analytic")
             for k in range(3):
                 outs[mode] = anim.step_landmarks(astronaut_face.landmarks, t=k / 30)
             driven = anim.last.driven_points
@@ -175,7 +175,7 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
 
 
 def test_animator_reports_a_missing_weights_file(astronaut, tmp_path) -> None:
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     anim = Animator(AnimatorConfig(generator_weights=str(tmp_path / "none.pt")))
     with pytest.raises(ModelFileError):
@@ -194,13 +194,13 @@ def test_shipped_weights_load_and_match_their_sha256() -> None:
 
 def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astronaut_face) -> None:
     """The default backend (exported graphs in ONNX Runtime) gives torch's frames, to rounding."""
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
 
     outs, providers = {}, {}
     for backend in ("onnxruntime", "torch"):
         with Animator(AnimatorConfig(output="crop", backend=backend)) as anim:
             anim.prepare(astronaut)
-            providers[backend] = anim._refiner.provider
+            providers[backend] = anim.generator_provider
             moved = astronaut_face.landmarks.copy()
             moved[:, 1] += 6.0  # a small nod-like move so the refiner has work to do
             for k in range(3):
@@ -210,3 +210,34 @@ def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astron
     assert diff.max() <= 1, diff.max()
     with pytest.raises(ValueError, match="precision"):
         AnimatorConfig(backend="torch", precision="int8")
+
+
+def test_shipped_weights_carry_the_frame_paths_input_contract() -> None:
+    from enliven.engine.contract import FRAME_PATH_CONTRACT
+
+    blob = torch.load(gen.shipped_weights_path(), map_location="cpu", weights_only=True)
+    assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict()
+
+
+def test_weights_of_another_input_contract_are_refused(tmp_path) -> None:
+    from dataclasses import replace
+
+    from enliven.engine.contract import FRAME_PATH_CONTRACT
+
+    m = gen.create_generator("refiner32-test")
+    other = replace(FRAME_PATH_CONTRACT, warp_version=FRAME_PATH_CONTRACT.warp_version - 1, crop_scale=1.8)
+    gen.save_weights(m, tmp_path / "old.pt", "refiner32-test", contract=other)
+    with pytest.raises(ModelFileError, match="crop_scale.*warp_version"):
+        gen.load_generator(path=tmp_path / "old.pt")
+    assert gen.load_generator(path=tmp_path / "old.pt", expected=other) is not None
+
+
+def test_weights_without_a_contract_are_refused(tmp_path) -> None:
+    m = gen.create_generator("refiner32-test")
+    path = tmp_path / "bare.pt"
+    gen.save_weights(m, path, "refiner32-test")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    del blob["contract"]
+    torch.save(blob, path)
+    with pytest.raises(ModelFileError, match="no input contract"):
+        gen.load_generator(path=path)

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from enliven.engine.animator import Animator, AnimatorConfig
+from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.errors import ShapeError
-from enliven.engine.pipeline import LandmarkProcess, LandmarkProcessError, PipelinedAnimator
+from enliven.animation.pipeline import LandmarkProcess, LandmarkProcessError, PipelinedAnimator
 
 CONFIG = AnimatorConfig(engine="analytic")
 GREY = np.full((480, 640, 3), 128, np.uint8)  # no face

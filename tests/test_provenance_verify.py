@@ -8,7 +8,7 @@ import pytest
 
 from enliven.cli import main
 from enliven.engine.image_io import encode_png
-from enliven.provenance import attacks
+from enliven.fixtures import demo_output_frames
 from enliven.provenance.c2pa_sign import (TRAINED_ALGORITHMIC_MEDIA, ProvenanceError, _make_development_chain,
                                           read_manifest, resolve_identity)
 from enliven.provenance.watermark import Watermarker
@@ -23,7 +23,7 @@ def _own_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def frame() -> np.ndarray:
-    return attacks.demo_frames(256, "crop", 1, start=120)[0]
+    return demo_output_frames(256, "crop", 1, start=120)[0]
 
 
 def test_verify_exit_codes_on_images(tmp_path, frame, capsys):
@@ -51,7 +51,7 @@ def test_verify_unreadable_input_is_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_animate_writes_a_watermarked_c2pa_signed_file(tmp_path, capsys):
-    from enliven.engine.animator import AnimatorConfig
+    from enliven.animation.animator import AnimatorConfig
     from enliven.offline import animate_builtin
 
     out = tmp_path / "demo.mp4"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from enliven.engine.errors import ShapeError
+from enliven.fixtures import demo_output_frames
 from enliven.provenance import attacks
 from enliven.provenance.payload import Payload
 from enliven.provenance.watermark import Watermarker, cell_px_for, detect, embed, watermark_pattern
@@ -21,12 +22,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def demo256() -> list[np.ndarray]:
-    return attacks.demo_frames(256, "crop", FRAMES)
+    return demo_output_frames(256, "crop", FRAMES)
 
 
 @pytest.fixture(scope="module")
 def demo512() -> list[np.ndarray]:
-    return attacks.demo_frames(512, "crop", FRAMES)
+    return demo_output_frames(512, "crop", FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_each_session_has_its_own_id():
 
 @pytest.mark.parametrize("kind", ["crop256", "crop512", "photo"])
 def test_invisible_psnr_at_least_40_db(kind, demo256, demo512, tmp_path):
-    frames = {"crop256": demo256, "crop512": demo512}.get(kind) or attacks.demo_frames(256, "photo", 8, start=0)
+    frames = {"crop256": demo256, "crop512": demo512}.get(kind) or demo_output_frames(256, "photo", 8, start=0)
     wm = Watermarker()
     values = [psnr(wm.embed(f), f) for f in frames]
     assert min(values) >= 40.0, values
@@ -127,7 +128,7 @@ def test_half_size_then_h264(marked512):
 
 
 def test_no_detection_on_frames_never_watermarked(demo256, demo512):
-    frames = demo256 + demo512 + attacks.demo_frames(256, "photo", 8, start=0)
+    frames = demo256 + demo512 + demo_output_frames(256, "photo", 8, start=0)
     frames += attacks.reencode(demo256, "h264", _rate(demo256, LOW_BPP))
     frames += [attacks.scale(f, 0.5) for f in demo512] + [attacks.crop(f) for f in demo256]
     rng = np.random.default_rng(0)
@@ -150,5 +151,5 @@ def test_another_sessions_mark_reads_as_that_session(demo256):
 def test_payload_survives_edits_offline_photo(edit):
     """The whole photo as `enliven animate` writes it (512x512 for the built-in one)."""
     wm = Watermarker()
-    frames = [wm.embed(f) for f in attacks.demo_frames(256, "photo", 25)]
+    frames = [wm.embed(f) for f in demo_output_frames(256, "photo", 25)]
     assert recovered(EDITS[edit](frames), wm.payload) >= MIN_RECOVERY

@@ -11,10 +11,10 @@ import torch
 
 from enliven.engine.canonical import load_canonical
 from enliven.engine.compose import crop_transform
-from enliven.engine.train import dataset as ds
-from enliven.engine.train import losses
-from enliven.engine.train.config import ConfigError, ModelConfig, OptimConfig, TrainConfig, load_config
-from enliven.engine.train.loop import Trainer
+from enliven.train import dataset as ds
+from enliven.train import losses
+from enliven.train.config import ConfigError, ModelConfig, OptimConfig, TrainConfig, load_config
+from enliven.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 R = 32  # side of the synthetic pairs (the refiner32-test generator)
@@ -147,7 +147,7 @@ def test_self_reenactment_marks_off_frame_pixels_invalid() -> None:
 
 def test_pair_plan_boosts_open_mouths(tmp_path) -> None:
     from enliven.engine import topology as topo
-    from enliven.engine.train.cache import ClipLandmarks, ManifestRow
+    from enliven.train.cache import ClipLandmarks, ManifestRow
 
     frames = []
     for i in range(60):
@@ -266,7 +266,7 @@ def _list_ints(v: list[int]) -> bytes:
 
 
 def test_graphdef_reader_runs_a_conv_like_tensorflow(tmp_path) -> None:
-    from enliven.engine.train import identity
+    from enliven.train import identity
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)  # HWIO
@@ -291,7 +291,7 @@ def test_graphdef_reader_runs_a_conv_like_tensorflow(tmp_path) -> None:
 
 
 def test_identity_loss_is_zero_for_identical_faces() -> None:
-    from enliven.engine.train.identity import IdentityLoss
+    from enliven.train.identity import IdentityLoss
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     loss = IdentityLoss(net, input_px=32)
@@ -364,8 +364,8 @@ def test_driven_landmarks_are_clamped_like_retarget() -> None:
 
 
 def test_a_run_without_checkpoint_can_start_from_weights(tmp_path) -> None:
-    from enliven.engine.generator import save_weights
-    from enliven.engine.train.loop import _init_from_weights
+    from enliven.models.generator import save_weights
+    from enliven.train.loop import _init_from_weights
 
     data = ds.PairDataset(synthetic_store(tmp_path / "s", n=4))
     donor = Trainer(tiny_config(seed=5), data)

@@ -1,4 +1,4 @@
-"""Built-in defaults the product ships: the default portrait, where caches go."""
+"""Built-in defaults the product ships: the default portrait, where caches and data go."""
 from __future__ import annotations
 
 import os
@@ -24,3 +24,11 @@ def cache_root() -> Path:
     Read at each call, so a process (or a test) that sets the variable later is honoured.
     """
     return Path(os.environ.get("ENLIVEN_CACHE", "~/.cache/enliven")).expanduser()
+
+
+def data_root() -> Path:
+    """The training and evaluation data set: $ENLIVEN_DATA, default ../shared/data from the working directory.
+
+    Only ``enliven train`` and ``enliven evaluate`` read it; they are run from the checkout.
+    """
+    return Path(os.environ.get("ENLIVEN_DATA", "../shared/data")).expanduser()

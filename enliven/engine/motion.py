@@ -263,8 +263,7 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
 
 
 # Points whose reference is refreshed when the driver shows a more closed mouth than its reference.
-_MOUTH_REGION = np.unique(np.concatenate([_LIP_POINTS, [152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199,
-                                                        200, 18, 17, 83, 313, 201, 421, 32, 262]]))
+_MOUTH_REGION = np.unique(np.concatenate([_LIP_POINTS, topo.MOUTH_SURROUND]))
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Running a trained refiner on frames: its inputs, the per-photo/per-frame runner, the delta.
 
 Torch-free: the runner calls two ``runtime.Model`` objects (source encoder, per-frame decoder),
-run by ONNX Runtime (the default, exported and cached by ``enliven.export``) or by torch.
+run by ONNX Runtime (the default, exported and cached by ``enliven.export``) or by torch;
+``enliven.export.runner.open_runner`` builds one for the shipped weights.
 The same ``refiner_inputs`` makes the training pairs and the runtime's inputs, so both see
 the same pixels. Graph inputs are float32 NCHW in [0, 1]:
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import cv2
@@ -22,7 +22,7 @@ import numpy as np
 from . import topology as topo
 from .errors import ShapeError
 from .render import draw_landmarks
-from .runtime import Model, OnnxModel, RuntimeConfig
+from .runtime import Model
 
 log = logging.getLogger(__name__)
 
@@ -153,31 +153,3 @@ def refine_batch(decoder: Model, resolution_px: int, crops: list[np.ndarray], po
     inputs = [refiner_inputs(c, p, resolution_px) for c, p in zip(crops, points)]
     delta = decoder(**decoder_feed(inputs, codes))["delta"]
     return [apply_delta(c, d.transpose(1, 2, 0)) for c, d in zip(crops, delta)]
-
-
-def open_runner(weights: str | Path | None = None, backend: Backend = "onnxruntime", precision: Precision = "fp32",
-                threads: int | None = None) -> GeneratorRunner:
-    """A runner for the shipped generator (or a weights file) on ``backend``.
-
-    onnxruntime: the graphs are exported once per weights file and precision and cached (see
-    ``enliven.export.cache``); torch: the module itself, float32 only.
-    Raises: ModelFileError for a missing/corrupt weights file; ValueError for a bad combination.
-    """
-    if backend == "torch":
-        if precision != "fp32":
-            raise ValueError(f"the torch backend runs fp32 only; got precision {precision!r}")
-        from .generator import load_generator
-        from .runtime import TorchModel
-
-        model = load_generator(path=Path(weights) if weights else None)
-        t = threads or 1  # see TorchModel: a second torch thread stalls on a busy 2-core machine
-        return GeneratorRunner(TorchModel(model.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=t),
-                               TorchModel(model.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=t),
-                               model.config.resolution_px)
-    if backend != "onnxruntime":
-        raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {backend!r}")
-    from ..export.cache import ensure_exported
-
-    graphs = ensure_exported(Path(weights) if weights else None, precision)
-    cfg = RuntimeConfig(intra_op_threads=threads)
-    return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)

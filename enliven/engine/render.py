@@ -15,6 +15,8 @@ import numpy as np
 from enliven.engine import topology
 from enliven.engine.errors import ShapeError
 
+DRAWING_VERSION = 1  # bump when the drawing changes (refiners read it: their weights record this)
+
 _SHIFT = 4  # cv2 fixed-point bits: points are drawn with 1/16 pixel precision
 _ONE = 1 << _SHIFT
 

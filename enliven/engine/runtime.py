@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .defaults import cache_root
 from .errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ def provider_options(chosen: list[str], cache_dir: Path | None = None) -> list[s
     out: list[str | tuple[str, dict[str, str]]] = []
     for name in chosen:
         if name == "TensorrtExecutionProvider":
-            from .defaults import cache_root
-
             folder = cache_dir or cache_root() / "tensorrt"
             folder.mkdir(parents=True, exist_ok=True)
             out.append((name, {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",

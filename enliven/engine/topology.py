@@ -89,3 +89,7 @@ def eye_opening(points: np.ndarray) -> tuple[float, float]:
     right = np.linalg.norm(points[RIGHT_EYE_LOWER, :2] - points[RIGHT_EYE_UPPER, :2], axis=1).mean()
     left = np.linalg.norm(points[LEFT_EYE_LOWER, :2] - points[LEFT_EYE_UPPER, :2], axis=1).mean()
     return float(right / iod), float(left / iod)
+
+# Skin around the mouth that moves with it: chin, the lower-lip skin and the upper-lip skin up to the nose.
+MOUTH_SURROUND = np.array([152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199, 200, 18, 17, 83, 313, 201, 421,
+                           32, 262])

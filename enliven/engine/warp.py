@@ -19,6 +19,10 @@ from .errors import ShapeError
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
+IRIS_MARGIN = (0.25, 0.3)  # an iris centre stays this fraction of the eye's width, height inside its corners
+DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
+WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
+
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
 
@@ -326,8 +330,8 @@ class Warper:
             drv_contour = driven_points[contour, :2].astype(np.float64)
             lo, hi = drv_contour.min(0), drv_contour.max(0)
             span = hi - lo
-            p = np.clip(driven_points[iris, :2], lo + [0.25 * span[0], 0.3 * span[1]],
-                        hi - [0.25 * span[0], 0.3 * span[1]])
+            margin = np.array(IRIS_MARGIN) * span
+            p = np.clip(driven_points[iris, :2], lo + margin, hi - margin)
             # Where the eye's own (affine) motion would take p: no gaze change.
             a = np.concatenate([drv_contour, np.ones((len(drv_contour), 1))], 1)
             coef, *_ = np.linalg.lstsq(a, src_contour, rcond=None)
@@ -449,5 +453,5 @@ def lip_color(crop: np.ndarray, points: np.ndarray) -> np.ndarray:
     cv2.fillPoly(mask, [np.round(points[topo.LIPS_OUTER, :2]).astype(np.int32)], 1)
     cv2.fillPoly(mask, [np.round(points[topo.LIPS_INNER, :2]).astype(np.int32)], 0)
     if mask.sum() < 4:
-        return np.array([150.0, 80.0, 80.0], np.float32)
+        return np.array(DEFAULT_LIP_RGB, np.float32)
     return crop[mask.astype(bool)].mean(axis=0).astype(np.float32)

@@ -16,7 +16,9 @@ from pathlib import Path
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
-from .to_onnx import OPSET, ExportedGenerator, export_generator, verify
+from .compare import verify
+from .graphs import OPSET, ExportedGenerator
+from .to_onnx import export_generator
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
 
     Raises: ModelFileError when the weights are missing/corrupt or the export fails its checks.
     """
-    from ..engine.generator import load_generator, sha256_file, shipped_weights_path
+    from ..models.generator import load_generator, sha256_file, shipped_weights_path
 
     path = Path(weights) if weights is not None else shipped_weights_path()
     if not path.is_file():

@@ -5,6 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from .compare import verify
+from .tensorrt_engine import build_engine
+
 
 def _batch(text: str) -> int | None:
     if text == "dynamic":
@@ -19,8 +22,8 @@ def _batch(text: str) -> int | None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..engine.generator import load_generator
-    from .to_onnx import export_generator, verify
+    from ..models.generator import load_generator
+    from .to_onnx import export_generator
 
     model = load_generator(path=args.weights)
     out: Path = args.out
@@ -36,8 +39,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"{precision}: {exported.encoder} + {exported.decoder} ({exported.decoder.stat().st_size / 1e6:.2f} MB), "
               f"onnx.checker passed, max |onnx - torch| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
         if args.tensorrt:
-            from .tensorrt_engine import build_engine
-
             engine = build_engine(exported.decoder, exported.decoder.with_suffix(".engine"), fp16=precision != "fp32")
             report[precision]["tensorrt_engine"] = str(engine)  # type: ignore[index]
             print(f"  TensorRT engine: {engine}")

@@ -3,7 +3,7 @@
 Only the convolutions are quantized (weights per channel, int8; activations uint8); the
 tanh/sigmoid head, the mask bounds and the residual blend stay float32, so the output keeps
 its exact form (delta = gate * mask * (clamp(warp + residual) - warp)). Whether int8 pays off
-is measured (``enliven bench``: speed; ``enliven evaluate --precision int8``: quality).
+is measured (``python -m benchmarks.frame_path``: speed; ``enliven evaluate --precision int8``: quality).
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .compare import torch_outputs
+from .samples import real_inputs
 
 CALIBRATION_FRAMES = 48
 
@@ -32,9 +35,6 @@ class _Reader:
 
 def calibration_feeds(model: "Refiner", frames: int = CALIBRATION_FRAMES) -> list[dict[str, np.ndarray]]:  # noqa: F821
     """Decoder feeds (with the photo's code) of real frames of the built-in photo and motion."""
-    from .samples import real_inputs
-    from .to_onnx import torch_outputs
-
     samples = real_inputs(model.config.resolution_px, frames=frames)
     code = torch_outputs(model, {"source": samples.source})["code"]
     return [{**f, "code": code} for f in samples.decoder]
@@ -42,7 +42,12 @@ def calibration_feeds(model: "Refiner", frames: int = CALIBRATION_FRAMES) -> lis
 
 def quantize_decoder(fp32_path: Path, out_path: Path, model: "Refiner") -> Path:  # noqa: F821
     """Write the int8 version of the fp32 decoder graph ``fp32_path`` to ``out_path``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:

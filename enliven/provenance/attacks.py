@@ -65,28 +65,3 @@ def brightness(frame: np.ndarray, gain: float = 1.1, offset: float = 8.0) -> np.
     """gain * frame + offset, clipped: a mild exposure change."""
     return np.clip(frame.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
 
-
-def demo_frames(crop_size_px: int = 256, output: str = "crop", count: int = 50, start: int = 100) -> list[np.ndarray]:
-    """Unwatermarked consecutive frames of the built-in demo: the built-in photo moved by the built-in motion.
-
-    Args: crop_size_px 256 or 512; output "crop" (the animated face crop) or "photo" (the whole
-        photo, 512x512); count consecutive frames from frame ``start`` of the 10 s, 25 fps motion
-        (analytic engine; consecutive, as a video has them, so codecs see real motion between frames).
-    Returns: count (H, W, 3) uint8 RGB frames.
-    """
-    from enliven.engine.animator import Animator, AnimatorConfig
-    from enliven.engine.defaults import builtin_photo
-    from enliven.engine.procedural import builtin_motion
-
-    fps = 25.0
-    motion = builtin_motion(fps=fps)[: start + count]
-    frames = []
-    config = AnimatorConfig(crop_size_px=crop_size_px, output=output,  # type: ignore[arg-type]
-                            engine="analytic", fps=fps)
-    with Animator(config) as animator:
-        animator.prepare(builtin_photo())
-        for i, points in enumerate(motion):  # every frame is stepped: the motion's smoothing needs them
-            out = animator.step_landmarks(points, t=i / fps)
-            if i >= start:
-                frames.append(out.copy())
-    return frames

@@ -209,8 +209,10 @@ def manifest_definition(ingredients: list[Ingredient], watermark_session: str | 
     }
 
 
-_MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".png": "image/png",
-                ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+C2PA_MEDIA_TYPES = frozenset({"video/mp4", "video/quicktime"})  # outputs enliven signs (BMFF containers)
+_MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+                ".gif": "image/gif", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                ".webp": "image/webp"}
 
 
 def media_type_of(path: str | os.PathLike[str]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from enliven.provenance.c2pa_sign import CERT_ENV, KEY_ENV
+from enliven.provenance.output import ProvenanceOptions
+from enliven.provenance.verify import verify_file
 
 
 def add_provenance_options(parser: argparse.ArgumentParser) -> None:
@@ -16,15 +18,11 @@ def add_provenance_options(parser: argparse.ArgumentParser) -> None:
                         help="write no C2PA manifest (the invisible watermark is always there)")
 
 
-def provenance_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from enliven.provenance.output import ProvenanceOptions
-
+def provenance_options(args: argparse.Namespace) -> ProvenanceOptions:
     return ProvenanceOptions(c2pa=not args.no_c2pa, c2pa_cert=args.c2pa_cert, c2pa_key=args.c2pa_key)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from enliven.provenance.verify import verify_file
-
     report = verify_file(args.file)
     print(report.summary())
     return 0 if report.found else 1

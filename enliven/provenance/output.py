@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from enliven.provenance.c2pa_sign import Ingredient, SigningIdentity, media_type_of, resolve_identity, sha256_file
+from enliven.engine.defaults import BUILTIN_PHOTO
+from enliven.provenance.c2pa_sign import (C2PA_MEDIA_TYPES, Ingredient, SigningIdentity, media_type_of,
+                                          resolve_identity, sha256_file, sign_file)
 from enliven.provenance.watermark import Watermarker
 
 logger = logging.getLogger(__name__)
@@ -42,20 +44,22 @@ class FileProvenance:
     def sign(self, output: str | os.PathLike[str], photo: str | os.PathLike[str] | None,
              driving: str | os.PathLike[str] | None) -> None:
         """Sign the finished ``output`` (a C2PA manifest naming the inputs by hash), unless C2PA is off."""
-        if self.identity is None or not Path(output).exists():
+        if self.identity is None or not Path(output).is_file():
+            return  # C2PA off, or a folder of PNG frames
+        media_type = media_type_of(output)
+        if media_type not in C2PA_MEDIA_TYPES:
+            logger.info("%s: no C2PA manifest for this format (%s); the frames carry the watermark", output,
+                        media_type)
             return
-        from enliven.provenance.c2pa_sign import sign_file
-
         ingredients = [_photo_ingredient(photo)]
         if driving is not None:
             ingredients.append(Ingredient("driving video", sha256_file(driving), media_type_of(driving)))
-        sign_file(output, ingredients, self.identity, watermark_session=self.watermarker.payload.session_hex)
+        sign_file(output, ingredients, self.identity, watermark_session=self.watermarker.payload.session_hex,
+                  media_type=media_type)
 
 
 def _photo_ingredient(photo: str | os.PathLike[str] | None) -> Ingredient:
     if photo is not None:
         return Ingredient("photo", sha256_file(photo), media_type_of(photo))
-    from enliven.engine.defaults import BUILTIN_PHOTO
-
     with resources.as_file(resources.files("enliven.engine.assets") / BUILTIN_PHOTO) as path:
         return Ingredient("photo (built-in)", sha256_file(path), media_type_of(path))

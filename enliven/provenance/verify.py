@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from enliven.engine.errors import EnlivenError
+from enliven.engine.image_io import load_photo
+from enliven.engine.video_io import DrivingVideo
 from enliven.provenance.c2pa_sign import ManifestReport, read_manifest
 from enliven.provenance.payload import CODED_BITS, Payload, conv_encode
 from enliven.provenance.watermark import SYNC_Z_MIN, decode_soft, detect
@@ -56,11 +58,7 @@ class VerifyReport:
 
 def _frames(path: Path) -> tuple[str, list[np.ndarray]]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from enliven.engine.image_io import load_photo
-
         return "image", [load_photo(path)]
-    from enliven.engine.video_io import DrivingVideo
-
     with DrivingVideo(path) as video:
         total = video.num_frames or MAX_FRAMES
         stride = max(1, -(-total // MAX_FRAMES))

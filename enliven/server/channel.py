@@ -5,14 +5,16 @@ Client -> server:
     {"type": "ping", "t": <client ms>}     every heartbeat_interval_s; any message counts as a heartbeat
     {"type": "set", "mode": "relative" | "absolute"}
     {"type": "set", "size": 256 | 512}
-    {"type": "set", "engine": "analytic" | "trained"}   (only "analytic" exists yet)
+    {"type": "set", "engine": "analytic" | "trained"}
     {"type": "reset_reference"}            take the next frames as the driver's neutral pose
 Server -> client:
     {"type": "hello", "ok": true, "settings": {...}, "heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 5.0}
     {"type": "pong", "t": <echoed>}
     {"type": "stats", "fps_in", "fps_out", "server_ms_p50", "server_ms_p95", "step_ms_p50", "face_found", ...}
+                                           every stats_interval_s once connected
     {"type": "face", "found": bool}        sent as soon as the face is lost or found again
     {"type": "hint", "max_fps": int}       the server cannot animate every webcam frame: send at most this many
+                                           (stats.fps_hint; when it keeps up again, max_fps is 30)
     {"type": "settings", "settings": {...}}
     {"type": "error", "code": str, "message": str}
     {"type": "bye", "reason": str}         the server is ending the session
@@ -21,22 +23,21 @@ are refused with an error (or dropped, for the rate limit); they do not end the 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
+from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.engine.motion import TransferMode
 
 from .config import ServerConfig
-from .media import EngineSettings
 from .sessions import Registry, Session, SessionState
-from .worker import generators
+from .stats import MAX_HINT_FPS, fps_hint
 
 logger = logging.getLogger(__name__)
-
-SIZES_PX = (256, 512)
-ENGINES = ("analytic", "trained")
 
 
 def _error(session: Session, code: str, message: str) -> None:
@@ -104,23 +105,35 @@ def _set(session: Session, msg: dict[str, Any]) -> None:
     new = current
     if "mode" in msg:
         try:
-            new = EngineSettings(new.crop_size_px, TransferMode(msg["mode"]), new.engine)
+            new = replace(new, mode=TransferMode(msg["mode"]))
         except ValueError:
             _error(session, "bad_value", 'mode must be "relative" or "absolute"')
             return
     if "size" in msg:
-        if msg["size"] not in SIZES_PX or isinstance(msg["size"], bool):
-            _error(session, "bad_value", f"size must be one of {SIZES_PX}")
+        if msg["size"] not in CROP_SIZES_PX or isinstance(msg["size"], bool):
+            _error(session, "bad_value", f"size must be one of {CROP_SIZES_PX}")
             return
-        new = EngineSettings(int(msg["size"]), new.mode, new.engine)
+        new = replace(new, crop_size_px=int(msg["size"]))
     if "engine" in msg:
         if msg["engine"] not in ENGINES:
             _error(session, "bad_value", f"engine must be one of {ENGINES}")
             return
-        if msg["engine"] not in generators():
-            _error(session, "unavailable", "this engine has no trained generator yet; staying in analytic mode")
-        else:
-            new = EngineSettings(new.crop_size_px, new.mode, msg["engine"])
+        new = replace(new, engine=msg["engine"])
     if new != current:
         session.engine.request(new)
     session.send({"type": "settings", "settings": new.public()})
+
+
+async def send_stats(session: Session, config: ServerConfig) -> None:
+    """Every ``stats_interval_s`` while connected: the stats message, and a hint when the frame-rate
+    limit the client should keep to changes (stats.fps_hint). Runs until cancelled."""
+    while True:
+        await asyncio.sleep(config.stats_interval_s)
+        if session.state == SessionState.CONNECTED:
+            snapshot = session.stats.snapshot()
+            session.send({"type": "stats", **snapshot, "dropped": session.inbox.dropped + session.outbox.dropped,
+                          "settings": session.engine.settings.public()})
+            hint = fps_hint(session.fps_hint, float(snapshot["fps_in"]), float(snapshot["fps_out"]))
+            if hint != session.fps_hint:
+                session.fps_hint = hint
+                session.send({"type": "hint", "max_fps": hint or MAX_HINT_FPS})

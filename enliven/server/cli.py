@@ -7,6 +7,9 @@ import logging
 import sys
 from typing import Any
 
+from enliven.engine.choices import CROP_SIZES_PX, ENGINES
+from enliven.engine.errors import EnlivenError
+
 from .config import ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -27,9 +30,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="inference worker processes (default: one per CPU core, at most --max-sessions; "
                         "0 = threads inside the server process)")
-    p.add_argument("--engine", choices=("analytic", "trained"), default=_DEFAULT.engine,
-                   help=f"generator of new sessions (default {_DEFAULT.engine}; the page can switch it live)")
-    p.add_argument("--size", type=int, choices=(256, 512), default=_DEFAULT.crop_size_px,
+    p.add_argument("--engine", choices=ENGINES, default=_DEFAULT.engine,
+                   help=f"engine of new sessions (default {_DEFAULT.engine}; the page can switch it live)")
+    p.add_argument("--size", type=int, choices=CROP_SIZES_PX, default=_DEFAULT.crop_size_px,
                    help=f"default output size in pixels (default {_DEFAULT.crop_size_px})")
     p.add_argument("--idle-timeout", type=float, default=_DEFAULT.idle_timeout_s, metavar="S",
                    help=f"end a session with no webcam frames for S seconds (default {_DEFAULT.idle_timeout_s:g})")
@@ -62,22 +65,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             allowed_origins=tuple(args.allow_origin), debug_endpoints=args.debug_endpoints,
             echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms)
     except ValueError as e:
-        from enliven.engine.errors import EnlivenError
-
         raise EnlivenError(str(e)) from e
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground until Ctrl+C. Returns the exit status."""
-    from .app import serve
+    from .app import serve  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
 
     config = config_from_args(args)
-    from .worker import generators
-
-    if config.engine not in generators():
-        from enliven.engine.errors import EnlivenError
-
-        raise EnlivenError(f"--engine {config.engine}: this build offers {', '.join(generators())} only")
     logging.getLogger("enliven.server").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -356,7 +356,7 @@ def noise_frames(width: int = 640, height: int = 480, count: int = 8) -> list[np
 
 async def _main(args: argparse.Namespace) -> int:
     if args.face:
-        from enliven.fixtures import driving_frames
+        from enliven.fixtures import driving_frames  # renders the clip with MediaPipe: only for --face
 
         frames: Sequence[np.ndarray] = driving_frames(640, 480, fps=args.fps)
     else:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from enliven.engine.choices import CROP_SIZES_PX, DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, ENGINES, EngineName
+
 MiB = 2**20
 
 
@@ -12,8 +14,9 @@ class ServerConfig:
     port: int = 8080  # TCP port of the page and the signalling API; 0 = any free port
     max_sessions: int = 4  # live sessions at once (created, connecting or streaming); more get 503
     workers: int | None = None  # inference worker processes; None = one per core (at most max_sessions); 0 = threads
-    engine: str = "trained"  # generator of new sessions: "trained" (learned refiner) or "analytic" (warp only, faster)
-    crop_size_px: int = 256  # default output size of the animated face (256 or 512)
+    engine: EngineName = DEFAULT_ENGINE  # engine of new sessions, one of choices.ENGINES: "trained" (learned
+    #                                      refiner) or "analytic" (warp only, faster)
+    crop_size_px: int = DEFAULT_CROP_SIZE_PX  # default output size of the animated face, one of choices.CROP_SIZES_PX
     offer_timeout_s: float = 30.0  # a created session must post its offer within this long
     connect_timeout_s: float = 20.0  # after the offer, the data channel must say hello within this long
     idle_timeout_s: float = 60.0  # a connected session with no webcam frame for this long is ended
@@ -36,12 +39,12 @@ class ServerConfig:
     echo_frame_ids: bool = False  # copy the input's top 16 rows into the output (latency probes only)
 
     def __post_init__(self) -> None:
-        if self.crop_size_px not in (256, 512):
-            raise ValueError(f"crop_size_px must be 256 or 512; got {self.crop_size_px}")
+        if self.crop_size_px not in CROP_SIZES_PX:
+            raise ValueError(f"crop_size_px must be one of {CROP_SIZES_PX}; got {self.crop_size_px}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535; got {self.port}")
-        if self.engine not in ("analytic", "trained"):
-            raise ValueError(f"engine must be 'analytic' or 'trained'; got {self.engine!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}; got {self.engine!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be 0 (in-process threads) or more; got {self.workers}")
         if self.max_sessions < 1:

@@ -13,7 +13,6 @@ import enum
 import hmac
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,10 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from .config import ServerConfig
-from .media import FrameStats, InputFrame, NewestSlot, OutputFrame, SessionEngine
+from .engines import SessionEngine
 from .photos import PhotoCounter
+from .stats import FrameStats
+from .tracks import InputFrame, NewestSlot, OutputFrame
 
 logger = logging.getLogger(__name__)
 
@@ -99,33 +100,6 @@ class Session:
             return False
         self._msg_window = (start, count + 1)
         return True
-
-
-class RateLimiter:
-    """A token bucket per client address: ``burst`` at once, then ``rate_per_min``."""
-
-    def __init__(self, rate_per_min: float, burst: int) -> None:
-        self.rate_per_s = rate_per_min / 60.0
-        self.burst = max(1, burst)
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last update)
-
-    def take(self, key: str) -> float:
-        """Take one token. Returns 0 if allowed, else the seconds until one is available."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate_per_s
-
-    def prune(self) -> None:
-        """Forget addresses whose bucket is full again."""
-        now = time.monotonic()
-        full_after = self.burst / self.rate_per_s
-        for key in [k for k, (_, last) in self._buckets.items() if now - last > full_after]:
-            del self._buckets[key]
 
 
 class Registry:
@@ -286,7 +260,3 @@ def _remote_queue(s: Session) -> int | None:
             return int(q.qsize())
     return None
 
-
-def retry_after_s(seconds: float) -> str:
-    """A Retry-After header value: whole seconds, at least 1."""
-    return str(max(1, math.ceil(seconds)))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,31 @@ TEST_TIMEOUTS = ["--idle-timeout", "5", "--offer-timeout", "6", "--connect-timeo
 LOG_PROBLEMS = ("Traceback", "Task exception was never retrieved", "Task was destroyed but it is pending",
                 "ERROR")
 STARTUP_TIMEOUT_S = 120.0
+POLL_INTERVAL_S = 0.2
+
+
+def wait_until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Poll ``predicate()`` until it returns something true (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never reached within {timeout_s:g} s: {what}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+async def until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """``wait_until`` inside a running event loop (the clients' tasks keep running while it waits)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never reached within {timeout_s:g} s: {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 @dataclass
@@ -61,7 +86,13 @@ class Server:
                 return state
             if time.monotonic() > deadline:
                 pytest.fail(f"server never reached: {what}; last state {state}")
-            time.sleep(0.2)
+            time.sleep(POLL_INTERVAL_S)
+
+    def wait_ended(self, session_id: str | None, timeout_s: float = 20.0) -> dict[str, Any]:
+        """Wait until the session with this id is no longer live."""
+        short = (session_id or "")[:8]
+        return self.wait_for(lambda s: all(p["id"] != short for p in s["per_session"]), timeout_s,
+                             f"session {short} ended")
 
     def wait_idle(self, timeout_s: float = 20.0) -> dict[str, Any]:
         return self.wait_for(lambda s: s["sessions"] == s["reserved"] == s["ending"] == 0, timeout_s,

@@ -5,14 +5,17 @@ The page is driven like a person would (press "Start camera"); the test then rea
   * it plays at no less than MIN_FPS frames per second (what the page shows, counted per frame),
   * its frames are not the static photo,
   * its head turns follow the fake webcam's (correlation of a yaw measure over one loop of the clip).
-It also saves docs/screenshot.png of the page in use.
+It also saves a screenshot of the page in use: to $ENLIVEN_SCREENSHOT when set (e.g. docs/screenshot.png
+to refresh the README's picture), else to the temporary folder, so a test run never changes the checkout.
 Needs Debian's /usr/bin/chromium and the playwright package (scripts/setup_browser.sh installs both).
 """
 from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ CLIP_FPS = 25
 MIN_FPS = 10.0  # the stated floor for the animated stream in the page (expected ~25 on an idle 2-core box)
 MIN_FOLLOW_CORRELATION = 0.7  # output yaw vs webcam yaw, best alignment over one loop of the clip
 CAPTURE_S = 10.5  # one loop of the 10 s clip, plus a little
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+SCREENSHOT = Path(os.environ.get("ENLIVEN_SCREENSHOT", Path(tempfile.gettempdir()) / "enliven-screenshot.png"))
 
 # In the page: sample the animated <video> into PNGs every 100 ms, and count the frames it shows.
 CAPTURE_JS = """
@@ -84,7 +87,7 @@ def test_page_streams_animation_that_follows_the_webcam(browser_server: Server, 
     playwright = pytest.importorskip("playwright.sync_api")
     from PIL import Image
 
-    from enliven.engine.animator import Animator, AnimatorConfig
+    from enliven.animation.animator import Animator, AnimatorConfig
     from enliven.engine.landmarks import detect_photo_face
     from enliven.engine.procedural import builtin_motion
 

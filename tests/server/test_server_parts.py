@@ -1,4 +1,5 @@
-"""The server's parts on their own: newest-frame slot, jitter buffer, rate limiter, frame ids, config, CLI."""
+"""The server's parts on their own: newest-frame slot, jitter buffer, rate limiter, frame ids, offer checks,
+config, CLI, frame-rate hints, the delayed microphone."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +9,14 @@ import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
+from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.server._jitter import MarkerJitterBuffer
-from enliven.server.app import HttpError, check_offer_sdp
 from enliven.server.cli import add_serve_parser, config_from_args
 from enliven.server.client import read_id, stamp_id
 from enliven.server.config import ServerConfig
-from enliven.server.media import NewestSlot, SlotClosed
-from enliven.server.sessions import RateLimiter
+from enliven.server.http_guards import HttpError, RateLimiter
+from enliven.server.signalling import check_offer_sdp
+from enliven.server.tracks import NewestSlot, SlotClosed
 
 
 def test_newest_slot_keeps_only_the_newest() -> None:
@@ -67,6 +69,9 @@ def test_rate_limiter_bucket() -> None:
     wait = rl.take("a")
     assert 0 < wait <= 1.0
     assert rl.take("b") == 0  # per address
+    with pytest.raises(HttpError) as e:
+        rl.check("a", "sessions created")
+    assert e.value.status == 429 and int(e.value.headers["Retry-After"]) >= 1
 
 
 def test_frame_id_barcode_round_trip_survives_noise() -> None:
@@ -100,6 +105,12 @@ def test_config_validation() -> None:
         ServerConfig(heartbeat_interval_s=5, heartbeat_timeout_s=5)
     with pytest.raises(ValueError):
         ServerConfig(max_sessions=0)
+    with pytest.raises(ValueError):
+        ServerConfig(engine="gan")
+    for size in CROP_SIZES_PX:  # the sizes and engines users may choose are the engine's choices
+        assert ServerConfig(crop_size_px=size).crop_size_px == size
+    for engine in ENGINES:
+        assert ServerConfig(engine=engine).engine == engine
 
 
 def test_serve_subcommand() -> None:
@@ -116,10 +127,14 @@ def test_serve_subcommand() -> None:
     config = config_from_args(args)
     assert (config.port, config.max_sessions, config.crop_size_px) == (9000, 2, 512)
     assert config.allowed_origins == ("https://example.org",)
+    assert config_from_args(parser.parse_args(["serve", "--engine", "analytic"])).engine == "analytic"
+    for bad in (["--size", "300"], ["--engine", "gan"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", *bad])
 
 
 def test_fps_hint_steps_down_under_overload_and_back_up() -> None:
-    from enliven.server.app import MIN_HINT_FPS, fps_hint
+    from enliven.server.stats import MIN_HINT_FPS, fps_hint
 
     assert fps_hint(None, 30, 29) is None  # keeping up: no limit
     assert fps_hint(None, 2, 0) is None  # no evidence
@@ -137,7 +152,7 @@ def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
     import av
     from aiortc.mediastreams import MediaStreamTrack
 
-    from enliven.server.media import DelayedAudioTrack
+    from enliven.server.tracks import DelayedAudioTrack
 
     class Tone(MediaStreamTrack):
         kind = "audio"

@@ -20,11 +20,32 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..generator import Refiner, count_flops, count_params, create_generator, save_weights
+from ..models.generator import (
+    WEIGHTS_DIR,
+    Refiner,
+    count_flops,
+    count_params,
+    create_generator,
+    generator_spec,
+    load_generator,
+    save_weights,
+)
+from .cache import build_landmark_cache
 from .config import TrainConfig, to_dict
-from .dataset import Batch, PairDataset, collate
-from .losses import (MultiScaleDiscriminator, PerceptualLoss, composite, crop_boxes, d_hinge_loss, eye_boxes,
-                     feature_matching, g_hinge_loss, masked_l1, mouth_boxes, ms_ssim)
+from .dataset import Batch, PairDataset, build_pairs, collate
+from .losses import (
+    MultiScaleDiscriminator,
+    PerceptualLoss,
+    composite,
+    crop_boxes,
+    d_hinge_loss,
+    eye_boxes,
+    feature_matching,
+    g_hinge_loss,
+    masked_l1,
+    mouth_boxes,
+    ms_ssim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +235,6 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from .cache import build_landmark_cache
-    from .dataset import build_pairs
-
     torch.set_num_threads(cfg.threads)
     data_dir, cache_dir = Path(cfg.data_dir).expanduser(), Path(cfg.cache_dir).expanduser()
     build_landmark_cache(data_dir, cache_dir, ("train",), progress=progress)
@@ -291,8 +309,6 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
 
 def _init_from_weights(trainer: Trainer, weights: str) -> None:
     """Start the generator from a weights file ("shipped" = the committed one) and continue its step count."""
-    from ..generator import WEIGHTS_DIR, generator_spec, load_generator
-
     if weights == "shipped":
         spec = generator_spec(trainer.cfg.model.name)
         path = WEIGHTS_DIR / (spec.weights or f"{spec.name}.pt")
@@ -320,8 +336,6 @@ def ship_weights(run_dir: Path, dest: Path | None = None) -> tuple[Path, str, in
 
     Returns (path, sha256, step).
     """
-    from ..generator import WEIGHTS_DIR, Refiner, generator_spec
-
     state = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
     name = state["config"]["model"]["name"]
     spec = generator_spec(name)

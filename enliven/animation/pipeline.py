@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .animator import Animator, Source, StepInfo
-from .errors import EnlivenError, ShapeError
-from .landmarks import SmoothingConfig, native_logs_silenced
+from ..engine.errors import EnlivenError, ShapeError
+from ..engine.landmarks import LandmarkTracker, SmoothingConfig, native_logs_silenced
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +332,6 @@ def _child_main(conn: Connection, smoothing: SmoothingConfig) -> None:
     restore_stderr = quiet.close
     try:
         import cv2
-
-        from .landmarks import LandmarkTracker
 
         cv2.setNumThreads(1)
         tracker = LandmarkTracker(smoothing)

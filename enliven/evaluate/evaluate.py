@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 import torch
 
-from . import topology as topo
-from .canonical import angles_from_rotation, load_canonical
-from .errors import EnlivenError, ModelFileError
-from .motion import FaceState
+from ..engine import topology as topo
+from ..engine.canonical import angles_from_rotation, load_canonical
+from ..engine.errors import EnlivenError, ModelFileError
+from ..engine.motion import FaceState
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class PerceptualDistance:
     """
 
     def __init__(self) -> None:
-        from .train.losses import PerceptualLoss
+        from ..train.losses import PerceptualLoss
 
         self.loss = PerceptualLoss().eval()
 
@@ -193,7 +193,7 @@ class StaticMesh:
     def __init__(self) -> None:
         import mediapipe as mp
 
-        from .landmarks import native_logs_silenced
+        from ..engine.landmarks import native_logs_silenced
 
         with native_logs_silenced():
             self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
@@ -202,7 +202,7 @@ class StaticMesh:
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         if self._first:  # the first run prints the TFLite delegate lines
-            from .landmarks import native_logs_silenced
+            from ..engine.landmarks import native_logs_silenced
 
             with native_logs_silenced():
                 r = self._mesh.process(np.ascontiguousarray(image))
@@ -249,7 +249,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _frames_of(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    from .train.dataset import _read_frames
+    from ..train.dataset import _read_frames
 
     return _read_frames(path, wanted)
 
@@ -258,13 +258,13 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
     """Run the whole evaluation; returns the report (also written as JSON when ``out_json`` is given)."""
     from tqdm import tqdm
 
-    from .animator import Animator, AnimatorConfig
-    from .compose import crop_transform
-    from .generator import count_flops, count_params, load_generator
-    from .refine import open_runner
-    from .train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, build_landmark_cache
-    from .train.dataset import self_reenact
-    from .warp import Warper
+    from ..animation.animator import Animator, AnimatorConfig
+    from ..engine.compose import crop_transform
+    from ..models.generator import count_flops, count_params, load_generator
+    from ..export.runner import open_runner
+    from ..train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, build_landmark_cache
+    from ..train.dataset import self_reenact
+    from ..engine.warp import Warper
 
     data_dir = Path(cfg.data_dir or DEFAULT_DATA_DIR)
     cache_dir = Path(cfg.cache_dir or DEFAULT_CACHE_DIR)
@@ -379,7 +379,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         src_i = int(np.flatnonzero(clip_a.found)[0])
         photo = _frames_of(data_dir / clip_a.row.file, {src_i})[src_i]
         found_b = np.flatnonzero(clip_b.found)
-        anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", generator="analytic"))
+        anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", engine="analytic"))
         try:
             source = anim.prepare(photo)
         except EnlivenError as e:
@@ -429,7 +429,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
             cross_rows[mode] += rows_pair[mode]
         if outs["trained"]:
             j = int(np.argmax([topo.mouth_opening(p) for p in drv_pts]))
-            from .render import draw_landmarks
+            from ..engine.render import draw_landmarks
 
             drv_full = drv_pts[j]
             tb = crop_transform(drv_full, s)
@@ -477,8 +477,8 @@ def generator_cost(model: Any, weights: str | None = None, precision: str = "fp3
                    iterations: int = 200) -> dict[str, dict[str, float]]:
     """Per-frame decoder time (p50/p95 ms, batch 1) in torch and ONNX Runtime (``precision``), 1 and 2 threads."""
     from ..export.cache import ensure_exported
-    from .refine import DECODER_INPUTS, DECODER_OUTPUTS
-    from .runtime import OnnxModel, RuntimeConfig, TorchModel
+    from ..engine.refine import DECODER_INPUTS, DECODER_OUTPUTS
+    from ..engine.runtime import OnnxModel, RuntimeConfig, TorchModel
 
     r = model.config.resolution_px
     rng = np.random.default_rng(0)
@@ -504,13 +504,13 @@ def generator_cost(model: Any, weights: str | None = None, precision: str = "fp3
 
 def _public_grid(clips: list[Any], data_dir: Path, s: int, runner: Any, rng: np.random.Generator) -> list[np.ndarray]:
     """Rows photo | driver landmarks | analytic | trained for the built-in photo driven by val clips."""
-    from .animator import Animator, AnimatorConfig
-    from .compose import crop_transform
-    from .defaults import builtin_photo
-    from .render import draw_landmarks
+    from ..animation.animator import Animator, AnimatorConfig
+    from ..engine.compose import crop_transform
+    from ..engine.defaults import builtin_photo
+    from ..engine.render import draw_landmarks
 
     rows = []
-    anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", generator="analytic"))
+    anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", engine="analytic"))
     source = anim.prepare(builtin_photo())
     runner.prepare(source.crop)
     for clip in [clips[int(j)] for j in rng.choice(len(clips), min(4, len(clips)), replace=False)]:

@@ -9,21 +9,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
-from .canonical import load_canonical
-from .choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
-from .compose import CropTransform, PasteBack, crop, crop_transform
-from .errors import ShapeError
-from .landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
-from .motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
+from ..engine.canonical import load_canonical
+from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
+from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
+from ..engine.errors import ShapeError
+from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
+from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
                      retarget)
-from .warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.refine import GeneratorRunner
+from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..export.runner import open_runner
 
-if TYPE_CHECKING:
-    from .refine import GeneratorRunner
 
 STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
 
@@ -110,8 +110,6 @@ class Animator:
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
         if self.config.engine == "trained":
             if self._refiner is None:
-                from .refine import open_runner
-
                 cfg = self.config
                 self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads)
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
@@ -206,6 +204,22 @@ class Animator:
             w = min(1.0, dt / max(remaining, 1e-6)) if dt > 0 else 0.0
             return self._motion.lerp(measured, w)
         return measured
+
+    @property
+    def warper(self) -> Warper:
+        """The backward warp of the prepared photo (its ``flow`` gives the remap table of driven points).
+
+        Raises: RuntimeError before ``prepare`` or after ``close``.
+        """
+        if self.source is None:
+            raise RuntimeError("call prepare(photo) first")
+        return self._warper
+
+    @property
+    def generator_provider(self) -> str | None:
+        """Where the learned generator runs, e.g. "CPUExecutionProvider" or "torch:cpu"; None when no
+        generator is loaded (engine "analytic", or before the first ``prepare``)."""
+        return None if self._refiner is None else self._refiner.provider
 
     def close(self) -> None:
         """Release MediaPipe and the source photo."""

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import topology as topo
-from ..errors import ModelFileError
+from ..engine import topology as topo
+from ..engine.errors import ModelFileError
 from .losses import crop_boxes, same_pad, square_boxes
 
 FACENET_INPUT_PX = 160  # FaceNet's training input size

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EnlivenError
+from ..engine.errors import EnlivenError
 from .cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR
 from .dataset import AugmentConfig, PairConfig
 from .losses import LossWeights
@@ -66,7 +66,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0  # wall-clock minutes between checkpoints
     keep_every: int = 2000  # also keep a copy of the checkpoint every this many steps
     init_weights: str = ""  # with no checkpoint yet: start the generator (and the step) from these weights;
-    # "shipped" = engine/weights of the model, "" = from scratch. A new machine without the run folder
+    # "shipped" = models/weights of the model, "" = from scratch. A new machine without the run folder
     # then continues from the committed weights instead of step 0.
     data_dir: str = str(DEFAULT_DATA_DIR)  # the data set (MANIFEST.tsv); only split == train is used
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # landmark cache and pair stores (outside the repo)

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelFileError
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
+from ..engine.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class GeneratorSpec:
 
     name: str
     config: GeneratorConfig
-    weights: str | None = None  # file name in engine/weights/ (its sha256 beside it, <name>.sha256); None = none
+    weights: str | None = None  # file name in models/weights/ (its sha256 beside it, <name>.sha256); None = none
     notes: str = ""
 
 
@@ -218,10 +219,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None) -> str:
-    """Write a small weights file (fp16 state dict + config + name) and ``<path>.sha256``; returns the sha256."""
+def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None,
+                 contract: InputContract = FRAME_PATH_CONTRACT) -> str:
+    """Write a small weights file (fp16 state dict + config + name) and ``<path>.sha256``; returns the sha256.
+
+    ``contract``: the frame path's input contract the weights were trained under (default: today's).
+    """
     state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"name": name, "config": asdict(model.config), "state_dict": state, "meta": meta or {}}, path)
+    torch.save({"name": name, "config": asdict(model.config), "state_dict": state, "meta": meta or {},
+                "contract": contract.to_dict()}, path)
     digest = sha256_file(path)
     Path(path).with_suffix(".sha256").write_text(f"{digest}  {Path(path).name}\n")
     return digest
@@ -238,10 +244,13 @@ def shipped_weights_path(name: str | None = None) -> Path:
     return WEIGHTS_DIR / spec.weights
 
 
-def load_generator(name: str | None = None, path: Path | None = None) -> Refiner:
+def load_generator(name: str | None = None, path: Path | None = None,
+                   expected: InputContract = FRAME_PATH_CONTRACT) -> Refiner:
     """A trained generator in eval mode: the shipped weights of ``name``, or a weights file ``path``.
 
-    Raises: ModelFileError when the file is missing, corrupt, of another architecture or fails its sha256.
+    The weights' input contract must equal ``expected`` (the frame path's own, by default).
+    Raises: ModelFileError when the file is missing, corrupt, of another architecture, fails its sha256,
+    or was trained under another input contract (or records none).
     """
     if path is None:
         path = shipped_weights_path(name)
@@ -256,11 +265,29 @@ def load_generator(name: str | None = None, path: Path | None = None) -> Refiner
         cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
         model = Refiner(GeneratorConfig(**cfg_dict))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        contract = blob.get("contract")
     except FileNotFoundError as e:
         raise ModelFileError(f"weights file {path} not found") from e
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise ModelFileError(f"weights file {path} is not a valid enliven generator ({e})") from e
+    check_contract(contract, expected, path)
     return model.eval()
+
+
+def check_contract(recorded: dict | None, expected: InputContract, path: Path) -> None:
+    """Raise ModelFileError unless the weights' recorded contract is ``expected``."""
+    if recorded is None:
+        raise ModelFileError(f"weights file {path} records no input contract (written by an older enliven): "
+                             "re-save it with `enliven train --ship` from its run, or retrain")
+    try:
+        contract = InputContract.from_dict(recorded)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"weights file {path} has an unreadable input contract ({e})") from e
+    diff = contract.differences(expected)
+    if diff:
+        told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in diff.items())
+        raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
+                             "retrain it for this version of enliven")
 
 
 DEFAULT_GENERATOR = "refiner128"

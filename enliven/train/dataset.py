@@ -25,13 +25,20 @@ import cv2
 import numpy as np
 import torch
 
-from .. import topology as topo
-from ..canonical import load_canonical
-from ..compose import CropTransform, crop, crop_transform
-from ..refine import face_gate, refiner_inputs, scale_points
-from ..motion import FaceState, apply_pose, clamp_closures
-from ..warp import Warper, fill_mouth_gap, lip_color
-from .cache import ClipLandmarks, load_clip_landmarks, read_manifest
+from ..engine import topology as topo
+from ..engine.canonical import load_canonical
+from ..engine.compose import CropTransform, crop, crop_transform
+from ..engine.motion import FaceState, apply_pose, clamp_closures
+from ..engine.refine import face_gate, refiner_inputs, scale_points
+from ..engine.video_io import DrivingVideo
+from ..engine.warp import WARP_VERSION, Warper, fill_mouth_gap, lip_color
+from .cache import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_DATA_DIR,
+    ClipLandmarks,
+    load_clip_landmarks,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ class PairConfig:
     min_frame_gap: int = 3  # source and driver at least this many frames apart
     dev_people: int = 4  # train people held out of the pairs to watch a held-out loss (never val people)
     seed: int = 0  # seed of the draw and the jitter
-    warp_version: int = 4  # bump when warp.py changes what the analytic output looks like (rebuilds the pairs)
+    warp_version: int = WARP_VERSION  # the warp the pairs were made with (a new one rebuilds them)
     clamp_closures: bool = True  # keep the driver's lids and lips apart as retarget() does at inference
 
     def digest(self) -> str:
@@ -216,8 +223,6 @@ _IMAGE_FIELDS = ("source", "warped", "target", "drawing")  # (N, R, R, 3) uint8 
 
 
 def _read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    from ..video_io import DrivingVideo
-
     out: dict[int, np.ndarray] = {}
     last = max(wanted)
     with DrivingVideo(path) as video:
@@ -442,8 +447,6 @@ def clean_pairs(cache_dir: Path) -> None:
 
 if __name__ == "__main__":
     import argparse
-
-    from .cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR
 
     logging.basicConfig(level=logging.INFO)
     ap = argparse.ArgumentParser(description="Build the self-reenactment pair stores.")

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelFileError
+from ..engine import topology as topo
+from ..engine.errors import ModelFileError
 
 
 def composite(output: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -211,15 +212,11 @@ def square_boxes(points: torch.Tensor, indices: object, grow: float) -> torch.Te
 
 def mouth_boxes(points: torch.Tensor, grow: float = 1.6) -> torch.Tensor:
     """Square boxes (N, 4) around the outer lips of landmarks (N, 478, 2|3), ``grow`` x their width."""
-    from .. import topology as topo
-
     return square_boxes(points, topo.LIPS_OUTER, grow)
 
 
 def eye_boxes(points: torch.Tensor, grow: float = 2.2) -> torch.Tensor:
     """Boxes (2N, 4) around each eye: the right eyes of all samples, then the left eyes."""
-    from .. import topology as topo
-
     return torch.cat([square_boxes(points, eye, grow) for eye in (topo.RIGHT_EYE, topo.LEFT_EYE)])
 
 

@@ -18,14 +18,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..defaults import cache_root
-from ..errors import EnlivenError
-from ..topology import NUM_LANDMARKS
+from ..engine.defaults import cache_root, data_root
+from ..engine.errors import EnlivenError
+from ..engine.landmarks import LandmarkTracker
+from ..engine.topology import NUM_LANDMARKS
+from ..engine.video_io import DrivingVideo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = cache_root()
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"  # ../shared/data of the checkout
+DEFAULT_DATA_DIR = data_root()  # $ENLIVEN_DATA, default ../shared/data from the checkout
 SPLITS = ("train", "val")
 
 
@@ -94,9 +96,6 @@ def track_clip(path: Path) -> tuple[np.ndarray, float, tuple[int, int]]:
 
     Returns points (F, 478, 3) float32 (NaN rows where no face), fps, (width, height).
     """
-    from ..landmarks import LandmarkTracker
-    from ..video_io import DrivingVideo
-
     frames: list[np.ndarray] = []
     nan = np.full((NUM_LANDMARKS, 3), np.nan, np.float32)
     with DrivingVideo(path) as video, LandmarkTracker(smooth=False) as tracker:

@@ -1,0 +1,48 @@
+"""The input contract of a learned refiner: what the frame path must feed it for its weights to hold.
+
+A refiner learns on crops framed, gated, warped and normalised one way; weights trained under
+another framing or warp still load and run, but paint in the wrong places. So weights carry the
+contract they were trained under (``enliven.models`` writes it into the weights file and checks it
+on load), the way timm's pretrained configs carry their input size, mean and std.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .compose import CROP_LIFT, CROP_SCALE
+from .refine import FACE_GATE_BLUR, FACE_GATE_SCALE
+from .render import DRAWING_VERSION
+from .warp import WARP_VERSION
+
+NORMALISATION = "rgb float32 NCHW in [0, 1]"  # images into the graphs; delta out in the same units
+
+
+@dataclass(frozen=True)
+class InputContract:
+    crop_scale: float = CROP_SCALE  # crop side / face oval extent
+    crop_lift: float = CROP_LIFT  # crop centre raised by this fraction of the side
+    gate_scale: float = FACE_GATE_SCALE  # the refiner acts inside the face oval grown by this
+    gate_blur: float = FACE_GATE_BLUR  # feather of that gate, fraction of the side
+    warp_version: int = WARP_VERSION  # the analytic warp the refiner corrects
+    drawing_version: int = DRAWING_VERSION  # the landmark drawing it reads
+    normalisation: str = NORMALISATION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "InputContract":
+        """Raises ValueError on unknown or missing fields (a contract is read whole or not at all)."""
+        names = {f.name for f in fields(cls)}
+        if set(data) != names:
+            raise ValueError(f"contract fields {sorted(data)} differ from {sorted(names)}")
+        return cls(**data)
+
+    def differences(self, other: "InputContract") -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's value)} for every field where the two differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+
+FRAME_PATH_CONTRACT = InputContract()  # what this version of the frame path feeds a refiner

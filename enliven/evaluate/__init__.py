@@ -1,0 +1,1 @@
+"""Quality evaluation of the engine on held-out people (the data set's val split)."""

@@ -1,0 +1,186 @@
+"""The HTTP routes: the page and the API, wired to sessions, uploads and signalling.
+
+Routes (JSON errors are ``{"code": str, "message": str}``, see http_guards.py):
+    GET    /                          the page (enliven/web), /static/<file> its assets (a fixed list)
+    GET    /api/health                {"status": "ok", "sessions", "max_sessions"}
+    POST   /api/sessions              create: multipart form (photo file + consent=true) or no body
+                                      (built-in photo) -> 201 {session_id, token, ...}
+    POST   /api/sessions/{id}/offer   {"type": "offer", "sdp"} + ``Authorization: Bearer <token>``
+                                      -> {"type": "answer", "sdp"}; once per session
+    GET    /api/sessions/{id}/photo   the session's photo as decoded and re-encoded (PNG, no metadata)
+    DELETE /api/sessions/{id}         end the session and delete its photo now; 204 even if gone
+    GET    /debug/state               counters for tests (only with debug_endpoints)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+from aiohttp import web
+
+from enliven.engine.choices import ENGINES
+from enliven.engine.defaults import BUILTIN_PHOTO
+
+from . import signalling
+from .config import ServerConfig
+from .engines import open_engine
+from .http_guards import PAGE_SECURITY_HEADERS, HttpError, RateLimiter, bearer_token, client_key
+from .pool import WorkerPool
+from .session_animator import DebugOptions, EngineSettings
+from .sessions import Registry, Session
+from .uploads import prepare_photo, read_create_form
+
+# The page's files: a fixed table, so a request can never name a path on disk.
+WEB_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+RETENTION = "the photo is kept in memory for this session only and deleted when it ends"
+
+
+def load_assets() -> dict[str, tuple[bytes, str]]:
+    """The page's files and the built-in photo (as default-photo.png): name -> (body, content type)."""
+    web_dir = resources.files("enliven.web")
+    assets = {name: (web_dir.joinpath(name).read_bytes(), ctype) for name, ctype in WEB_FILES.items()}
+    photo = resources.files("enliven.engine.assets").joinpath(BUILTIN_PHOTO).read_bytes()
+    assets["default-photo.png"] = (photo, "image/png")
+    return assets
+
+
+@dataclass
+class ServerState:
+    """What the routes share: built by the app factory; the worker pool starts with the app."""
+
+    config: ServerConfig
+    registry: Registry
+    limiter: RateLimiter  # session creations per client address
+    assets: dict[str, tuple[bytes, str]] = field(default_factory=load_assets)
+    pool: WorkerPool | None = None  # the inference worker processes; None: Animators run in threads
+
+
+STATE = web.AppKey("state", ServerState)
+
+
+# --- the page --------------------------------------------------------------------------------
+def _asset_response(request: web.Request, name: str) -> web.Response:
+    found = request.app[STATE].assets.get(name)
+    if found is None:
+        raise HttpError(404, "not_found", "no such file")
+    body, ctype = found
+    headers = {"Cache-Control": "no-cache"}
+    if name == "index.html":
+        headers.update(PAGE_SECURITY_HEADERS)
+    return web.Response(body=body, headers={"Content-Type": ctype, **headers})
+
+
+async def index(request: web.Request) -> web.Response:
+    return _asset_response(request, "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    return _asset_response(request, request.match_info["name"])
+
+
+# --- API -------------------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    reg = request.app[STATE].registry
+    return web.json_response({"status": "ok", "sessions": len(reg.sessions), "max_sessions": reg.config.max_sessions})
+
+
+async def debug_state(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = state.registry.state()
+    if state.pool is not None:
+        body["workers"] = state.pool.state()
+        body["photos_alive"] += await state.pool.photos_alive()
+    return web.json_response(body)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    config, registry = state.config, state.registry
+    state.limiter.check(client_key(request), "sessions created")
+    if registry.full():
+        raise HttpError(503, "busy", f"the server is at its limit of {config.max_sessions} sessions; try again "
+                                     "in a minute", {"Retry-After": "30"})
+    registry.reserved += 1
+    try:
+        form = await read_create_form(request, config)
+        size = form.crop_size_px(config.crop_size_px)
+        form.check_consent()
+        sid, token = registry.new_ids()
+        engine = open_engine(
+            sid, EngineSettings(crop_size_px=size, engine=config.engine),
+            DebugOptions(config.echo_frame_ids, config.debug_step_delay_ms / 1e3), state.pool, registry.photos)
+        try:
+            photo_kind = await prepare_photo(engine, form.photo, config)
+        except BaseException:
+            await engine.close()
+            raise
+        form.photo = None  # the upload's bytes are dropped here; only the engine holds the decoded pixels
+        registry.add(Session(id=sid, token=token, engine=engine, photo_kind=photo_kind))
+    finally:
+        registry.reserved -= 1
+    return web.json_response({
+        "session_id": sid, "token": token, "photo": photo_kind, "face_count": engine.face_count,
+        "settings": engine.settings.public(), "engines": list(ENGINES),
+        "offer_timeout_s": config.offer_timeout_s,
+        "heartbeat_interval_s": config.heartbeat_interval_s, "heartbeat_timeout_s": config.heartbeat_timeout_s,
+        "retention": RETENTION,
+    }, status=201)
+
+
+def _authorized(request: web.Request) -> Session:
+    token = bearer_token(request)
+    session = request.app[STATE].registry.get(request.match_info["sid"])
+    if session is None or not session.check_token(token):
+        raise HttpError(403, "forbidden", "no live session with this id and token")
+    return session
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    registry = request.app[STATE].registry
+    if registry.get(request.match_info["sid"]) is None:
+        return web.Response(status=204)  # idempotent: nothing is left
+    session = _authorized(request)
+    await registry.end(session, "deleted by the user")
+    return web.Response(status=204)
+
+
+async def session_photo(request: web.Request) -> web.Response:
+    session = _authorized(request)
+    try:
+        body = await session.engine.photo_png()
+    except RuntimeError as e:  # the session ended meanwhile (its thread or worker is gone)
+        raise HttpError(410, "gone", "the photo has been deleted") from e
+    if body is None:
+        raise HttpError(410, "gone", "the photo has been deleted")
+    return web.Response(body=body, headers={"Content-Type": "image/png", "Content-Disposition": "inline"})
+
+
+async def offer(request: web.Request) -> web.Response:
+    session = _authorized(request)
+    state = request.app[STATE]
+    config = state.config
+    signalling.check_offer_unused(session)
+    raw = await request.content.read(config.max_offer_bytes + 1)
+    if len(raw) > config.max_offer_bytes:
+        raise HttpError(413, "too_large", f"offers are limited to {config.max_offer_bytes} bytes")
+    sdp = signalling.parse_offer(raw)
+    signalling.check_offer_sdp(sdp, config)
+    local = await signalling.answer(session, sdp, state.registry, config)
+    return web.json_response({"type": local.type, "sdp": local.sdp})
+
+
+def add_routes(app: web.Application, config: ServerConfig) -> None:
+    r = app.router
+    r.add_get("/", index)
+    r.add_get("/static/{name}", static)
+    r.add_get("/api/health", health)
+    r.add_post("/api/sessions", create_session)
+    r.add_post("/api/sessions/{sid}/offer", offer)
+    r.add_get("/api/sessions/{sid}/photo", session_photo)
+    r.add_delete("/api/sessions/{sid}", delete_session)
+    if config.debug_endpoints:
+        r.add_get("/debug/state", debug_state)

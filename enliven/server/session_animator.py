@@ -1,0 +1,170 @@
+"""One session's photo and Animator, and the routine every animated frame of a session goes through.
+
+The same code runs in an inference worker process (worker.py, the default) and, with ``--workers 0``,
+in the session's thread of the server process (engines.ThreadEngine). Per frame:
+
+    new settings? --> engine or size changed: a new Animator for the same photo (the old one is kept
+                      if that fails); mode changed: Animator.set_mode (the driver's reference is kept)
+    reset asked?  --> Animator.reset_reference
+    Animator.step --> "AI-generated" burned in --> the input's top rows echoed (latency probes only)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+
+from enliven.animation.animator import Animator, AnimatorConfig
+from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
+from enliven.engine.defaults import builtin_photo
+from enliven.engine.disclosure import stamp_disclosure
+from enliven.engine.image_io import encode_png, load_photo
+from enliven.engine.motion import TransferMode
+
+logger = logging.getLogger(__name__)
+
+ECHO_ROWS = 16  # rows of the input copied into the output when echo_frame_ids is on (latency probes)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the page's controls can change."""
+
+    crop_size_px: int = DEFAULT_CROP_SIZE_PX  # side of the animated face crop, one of choices.CROP_SIZES_PX
+    mode: TransferMode = TransferMode.RELATIVE  # relative or absolute head pose
+    engine: EngineName = DEFAULT_ENGINE  # one of choices.ENGINES: "trained" (learned refiner) or "analytic"
+
+    def public(self) -> dict[str, object]:
+        """The settings as the API and the data channel show them."""
+        return {"size": self.crop_size_px, "mode": self.mode.value, "engine": self.engine}
+
+
+@dataclass(frozen=True)
+class DebugOptions:
+    """Test and benchmark options of a session (all off in production)."""
+
+    echo_frame_ids: bool = False  # copy the input's top ECHO_ROWS rows into the output (latency probes)
+    step_delay_s: float = 0.0  # extra time per frame: a slow generator (backpressure tests)
+
+
+NO_DEBUG = DebugOptions()
+
+
+@dataclass(frozen=True)
+class AnimatedImage:
+    image: np.ndarray  # (S, S, 3) uint8 RGB, the animated face crop with its disclosure label
+    face_found: bool  # the driver's face was seen in this frame
+    step_ms: float  # wall time of Animator.step (plus the debug delay)
+
+
+def animator_config(settings: EngineSettings) -> AnimatorConfig:
+    """The AnimatorConfig of a session: its face crop only, at the session's size, mode and engine."""
+    return AnimatorConfig(crop_size_px=settings.crop_size_px, mode=settings.mode, output="crop",
+                          engine=settings.engine)
+
+
+def decode_photo(upload: bytes | None, max_pixels: int, max_bytes: int,
+                 builtin: np.ndarray | None = None) -> np.ndarray:
+    """The uploaded photo decoded ((H, W, 3) uint8 RGB), or for None a copy of ``builtin`` (default: the
+    built-in photo). Raises the engine's BadImageError, UnsupportedFormatError, ImageTooLargeError."""
+    if upload is None:
+        return builtin_photo() if builtin is None else builtin.copy()
+    return load_photo(upload, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+class SessionAnimator:
+    """A session's photo and its Animator. Not thread-safe: one thread (or worker process) per session.
+
+    Raises from the constructor: NoFaceError, FaceTooSmallError, ShapeError (the photo is refused).
+    """
+
+    def __init__(self, photo: np.ndarray, settings: EngineSettings, debug: DebugOptions = NO_DEBUG) -> None:
+        animator = Animator(animator_config(settings))
+        try:
+            source = animator.prepare(photo)
+        except BaseException:
+            animator.close()
+            raise
+        self._photo: np.ndarray | None = photo  # (H, W, 3) uint8 RGB, as decoded
+        self._animator: Animator | None = animator
+        self.settings = settings  # the settings the Animator runs with
+        self.debug = debug
+        self.face_count = int(source.face.face_count)  # faces the detector saw in the photo
+
+    @property
+    def photo(self) -> np.ndarray | None:
+        """The photo as decoded; None once closed."""
+        return self._photo
+
+    def frame(self, rgb: np.ndarray, t_s: float, settings: EngineSettings | None = None,
+              reset_reference: bool = False) -> AnimatedImage:
+        """Animate one driving frame ((H, W, 3) uint8 RGB, taken at ``t_s`` seconds of the session).
+
+        ``settings``: new settings to apply first (None: unchanged); ``reset_reference``: take the
+        driver's next frames as its neutral pose. Raises RuntimeError once closed.
+        """
+        if settings is not None:
+            self._apply(settings)
+        animator = self._animator
+        if animator is None:
+            raise RuntimeError("the session's photo is gone")
+        if reset_reference:
+            animator.reset_reference()
+        t0 = time.perf_counter()
+        out = animator.step(rgb, t=t_s)
+        if self.debug.step_delay_s > 0:
+            time.sleep(self.debug.step_delay_s)
+        step_ms = (time.perf_counter() - t0) * 1e3
+        out = np.array(out)  # a writable copy
+        stamp_disclosure(out)
+        if self.debug.echo_frame_ids:
+            w = min(out.shape[1], rgb.shape[1])
+            out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
+        return AnimatedImage(out, bool(animator.last.face_found), step_ms)
+
+    def _apply(self, new: EngineSettings) -> None:
+        if self._animator is None or self._photo is None:
+            raise RuntimeError("the session's photo is gone")
+        current = self.settings
+        if (new.crop_size_px, new.engine) != (current.crop_size_px, current.engine):
+            animator = Animator(animator_config(new))
+            try:
+                animator.prepare(self._photo)
+            except Exception as e:  # e.g. no trained weights: keep animating as before
+                animator.close()
+                logger.warning("cannot switch to %s at %d px: %s", new.engine, new.crop_size_px, type(e).__name__)
+            else:
+                self._animator.close()
+                self._animator, self.settings = animator, new
+                return
+        if new.mode != self.settings.mode:  # only retargeting reads the mode: keep the calibrated reference
+            self._animator.set_mode(new.mode)
+            self.settings = replace(self.settings, mode=new.mode)
+
+    def photo_png(self) -> bytes | None:
+        """The photo as decoded, re-encoded as PNG without metadata; None once closed."""
+        return None if self._photo is None else encode_png(self._photo)
+
+    def close(self) -> None:
+        """Drop the Animator and the photo. Idempotent."""
+        animator, self._animator, self._photo = self._animator, None, None
+        if animator is not None:
+            animator.close()
+
+
+def warm_up(photo: np.ndarray, engines: Iterable[str]) -> None:
+    """Load MediaPipe and each engine's generator (its ONNX graphs are exported on the first run) before
+    users come. A failing engine is logged; sessions asking for it get its error."""
+    for engine in engines:
+        try:
+            session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=cast(EngineName, engine)))
+            try:
+                session.frame(np.zeros((480, 640, 3), np.uint8), t_s=0.0)
+            finally:
+                session.close()
+        except Exception as e:  # the server still starts
+            logger.warning("warm-up of the %s engine failed: %s", engine, e)
