@@ -1,4 +1,4 @@
-"""The ``enliven`` command line: serve, animate, train, evaluate, export.
+"""The ``enliven`` command line: serve, animate, train, evaluate, export, verify.
 
 Benchmarks are modules of the checkout (``python -m benchmarks.frame_path``), not commands.
 
@@ -16,6 +16,7 @@ from . import __version__
 from .engine.choices import CROP_SIZES_PX, DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, ENGINES
 from .engine.errors import EnlivenError
 from .output_formats import check_side_output, formats_help, resolve_output
+from .provenance.cli import add_provenance_options, add_verify_parser, provenance_options
 
 DEFAULT_DEMO_OUTPUT = "enliven-demo.mp4"
 
@@ -34,11 +35,13 @@ def _cmd_animate(args: argparse.Namespace) -> int:
 
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
                             engine=args.engine)
+    provenance = provenance_options(args)
     if args.driving is None:
-        report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress)
+        report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress,
+                                 provenance=provenance)
     else:
         report = animate_video(args.photo, args.driving, output, config, strip=args.strip,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, provenance=provenance)
     print(report.summary())
     return 0
 
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained: the shipped learned generator refines the warp (default); analytic: warp only")
     p.add_argument("--strip", default=None, help="also save a PNG strip source | driver | output here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_provenance_options(p)
     p.set_defaults(func=_cmd_animate)
 
     from .evaluate.cli import add_evaluate_parser
@@ -85,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_evaluate_parser(sub)
     add_export_parser(sub)
+    add_verify_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from .engine.procedural import builtin_motion
 from .engine.render import draw_landmarks
 from .engine.video_io import DrivingVideo
 from .output_formats import FrameWriter, Inputs, OutputTarget, check_side_output, open_writer, resolve_output
+from .provenance.output import FileProvenance, ProvenanceOptions  # PROVENANCE (issue #14)
 
 STRIP_FRAMES = 6
 
@@ -123,12 +124,13 @@ def _crop_of(animator: Animator, frame: np.ndarray) -> np.ndarray:
 
 def animate_video(photo: str | Path | None, driving: str | Path, output: str | os.PathLike[str] | OutputTarget,
                   config: AnimatorConfig = AnimatorConfig(), *, strip: str | Path | None = None,
-                  progress: bool = True) -> AnimateReport:
+                  progress: bool = True, provenance: ProvenanceOptions = ProvenanceOptions()) -> AnimateReport:
     """Animate ``photo`` (default: built-in) with a driving video; keeps its fps, and its audio where the
     output's format has audio. ``output``: a path (its kind by extension, see output_formats) or a target
     resolve_output checked already. Raises BadOutputError before any work if it cannot be written."""
     target, strip_path = _targets(output, strip, {"photo": photo, "driving video": driving})
     image = builtin_photo() if photo is None else load_photo(photo)
+    marks = FileProvenance(provenance)  # PROVENANCE: watermark session + C2PA identity
     start = time.perf_counter()
     found = frames = 0
     with PipelinedAnimator(Animator(config)) as animator, DrivingVideo(driving) as video:
@@ -143,7 +145,7 @@ def animate_video(photo: str | Path | None, driving: str | Path, output: str | o
                 nonlocal found, frames
                 if out is None or driver is None:
                     return
-                writer.write(out)
+                writer.write(marks.mark(out))  # PROVENANCE: watermark each frame as it is written
                 found += animator.last.face_found
                 frames += 1
                 recorder.offer(index, driver, _crop_of(animator.animator, out))
@@ -155,17 +157,20 @@ def animate_video(photo: str | Path | None, driving: str | Path, output: str | o
                 previous = frame
             emit(animator.flush(), frames, previous)
         count = source.face.face_count
+    marks.sign(target.path, photo, driving)  # PROVENANCE: C2PA manifest on the finished file
     return _report(target, writer, frames, start, found / max(frames, 1), count, recorder.save())
 
 
 def animate_builtin(photo: str | Path | None, output: str | os.PathLike[str] | OutputTarget,
                     config: AnimatorConfig = AnimatorConfig(), *, strip: str | Path | None = None,
-                    progress: bool = True, fps: float = 25.0) -> AnimateReport:
+                    progress: bool = True, fps: float = 25.0,
+                    provenance: ProvenanceOptions = ProvenanceOptions()) -> AnimateReport:
     """Animate ``photo`` (default: built-in) with the built-in procedural motion (no video needed).
     ``output`` as for animate_video."""
     target, strip_path = _targets(output, strip, {"photo": photo})
     image = builtin_photo() if photo is None else load_photo(photo)
     motion = builtin_motion(fps=fps)
+    marks = FileProvenance(provenance)  # PROVENANCE: watermark session + C2PA identity
     start = time.perf_counter()
     with Animator(replace(config, fps=fps)) as animator:
         source = animator.prepare(image)
@@ -174,8 +179,9 @@ def animate_builtin(photo: str | Path | None, output: str | os.PathLike[str] | O
         with open_writer(target, fps, size) as writer:
             for i, points in enumerate(tqdm(motion, unit="frame", disable=not progress, desc="animating")):
                 out = animator.step_landmarks(points, t=i / fps)
-                writer.write(out)
+                writer.write(marks.mark(out))  # PROVENANCE: watermark each frame as it is written
                 if recorder.path is not None and i in recorder.picks:
                     recorder.offer(i, _face_window(draw_landmarks(points, 512), motion[0]), _crop_of(animator, out))
         count = source.face.face_count
+    marks.sign(target.path, photo, None)  # PROVENANCE: C2PA manifest on the finished file
     return _report(target, writer, len(motion), start, 1.0, count, recorder.save())
