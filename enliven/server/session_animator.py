@@ -24,6 +24,7 @@ from enliven.engine.defaults import builtin_photo
 from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png, load_photo
 from enliven.engine.motion import TransferMode
+from enliven.provenance.watermark import Watermarker
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class SessionAnimator:
         self.settings = settings  # the settings the Animator runs with
         self.debug = debug
         self.face_count = int(source.face.face_count)  # faces the detector saw in the photo
+        self._watermark = Watermarker()  # a random id per session, not linked to the photo or the person
 
     @property
     def photo(self) -> np.ndarray | None:
@@ -121,6 +123,7 @@ class SessionAnimator:
         step_ms = (time.perf_counter() - t0) * 1e3
         out = np.array(out)  # a writable copy
         stamp_disclosure(out)
+        self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
