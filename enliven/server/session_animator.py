@@ -17,21 +17,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
-import cv2
 import numpy as np
 
 from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
 from enliven.engine.defaults import builtin_photo
+from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png, load_photo
 from enliven.engine.motion import TransferMode
+from enliven.provenance.watermark import Watermarker
 
 from .frame_ids import stamp_id
 
 logger = logging.getLogger(__name__)
 
 ECHO_ROWS = 16  # rows of the input copied into the output when echo_frame_ids is on (latency probes)
-DISCLOSURE = "AI-generated"  # burned into every animated frame; no setting turns it off
 
 
 @dataclass(frozen=True)
@@ -80,21 +80,6 @@ def decode_photo(upload: bytes | None, max_pixels: int, max_bytes: int,
     return load_photo(upload, max_pixels=max_pixels, max_bytes=max_bytes)
 
 
-def stamp_disclosure(image: np.ndarray) -> None:
-    """Burn a small "AI-generated" label into the bottom-right corner of ``image`` ((S, S, 3) uint8 RGB), in place.
-
-    The page shows its own label over the video; this one travels with the stream itself (a recording,
-    a virtual camera), as synthetic media of real people must be marked (EU AI Act art. 50).
-    """
-    side = image.shape[0]
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.34 * side / 256, max(1, round(side / 256))
-    (tw, th), base = cv2.getTextSize(DISCLOSURE, font, scale, thick)
-    pad = 3 * thick
-    x, y = image.shape[1] - tw - 2 * pad, side - 2 * pad - base
-    cv2.rectangle(image, (x - pad, y - th - pad), (x + tw + pad, y + base + pad), (0, 0, 0), -1)
-    cv2.putText(image, DISCLOSURE, (x, y), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
-
-
 class SessionAnimator:
     """A session's photo and its Animator. Not thread-safe: one thread (or worker process) per session.
 
@@ -113,6 +98,7 @@ class SessionAnimator:
         self.settings = settings  # the settings the Animator runs with
         self.debug = debug
         self.face_count = int(source.face.face_count)  # faces the detector saw in the photo
+        self._watermark = Watermarker()  # a random id per session, not linked to the photo or the person
 
     @property
     def photo(self) -> np.ndarray | None:
@@ -140,6 +126,7 @@ class SessionAnimator:
         step_ms = (time.perf_counter() - t0) * 1e3
         out = np.array(out)  # a writable copy
         stamp_disclosure(out)
+        self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]

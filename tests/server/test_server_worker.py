@@ -107,6 +107,23 @@ def test_session_animator_applies_settings_before_a_frame(astronaut: np.ndarray,
     session.close()  # idempotent
 
 
+def test_every_streamed_frame_carries_the_sessions_invisible_watermark(astronaut: np.ndarray,
+                                                                        webcam: np.ndarray) -> None:
+    from enliven.provenance.watermark import detect
+
+    ids = []
+    for _ in range(2):
+        session = SessionAnimator(astronaut.copy(), ANALYTIC)
+        try:
+            reads = [detect(session.frame(webcam, t_s=i / 25).image) for i in range(3)]
+        finally:
+            session.close()
+        assert all(r.found for r in reads), "each frame decodes on its own"
+        assert len({r.payload.session_hex for r in reads}) == 1  # type: ignore[union-attr]
+        ids.append(reads[0].payload.session_hex)  # type: ignore[union-attr]
+    assert ids[0] != ids[1], "each session gets its own random id"
+
+
 def test_worker_answers_each_request(webcam: np.ndarray) -> None:
     worker = Worker()
     reply = worker.handle(PrepareRequest("a", None, ANALYTIC, 25_000_000, 2**20))
