@@ -124,9 +124,7 @@ class SessionAnimator:
         if self.debug.step_delay_s > 0:
             time.sleep(self.debug.step_delay_s)
         step_ms = (time.perf_counter() - t0) * 1e3
-        out = np.array(out)  # a writable copy
-        stamp_disclosure(out)
-        self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
+        out = self._labelled(out)
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
@@ -152,11 +150,17 @@ class SessionAnimator:
         if self.debug.step_delay_s > 0:
             time.sleep(self.debug.step_delay_s)
         step_ms = (time.perf_counter() - t0) * 1e3
-        out = np.array(out)  # a writable copy
-        stamp_disclosure(out)
+        out = self._labelled(out)
         if self.debug.echo_frame_ids:
             stamp_id(out, frame_id)
         return AnimatedImage(out, bool(animator.last.face_found), step_ms)
+
+    def _labelled(self, out: np.ndarray) -> np.ndarray:
+        """A writable copy of an animated frame with its disclosure: the visible label and the watermark."""
+        out = np.array(out)
+        stamp_disclosure(out)
+        self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
+        return out
 
     def _apply(self, new: EngineSettings) -> None:
         if self._animator is None or self._photo is None:

@@ -19,6 +19,7 @@ from enliven.server.protocol import (
     FrameRequest,
     PhotoReply,
     PhotoRequest,
+    PointsRequest,
     PreparedReply,
     PrepareRequest,
     ProtocolError,
@@ -141,3 +142,48 @@ def test_worker_answers_each_request(webcam: np.ndarray) -> None:
     gone = worker.handle(FrameRequest("a", 0.1, 480, 640, None, False, i420))
     assert isinstance(gone, ErrorReply) and gone.kind == "gone"
     assert worker.handle(PhotoRequest("a")) == PhotoReply(None)
+
+
+def test_face_points_go_through_the_same_routine(astronaut: np.ndarray, webcam: np.ndarray) -> None:
+    """SessionAnimator.points: the page's raw points are smoothed as step() smooths its own (the same output),
+    labelled and watermarked like every frame; the frame id is drawn in for latency probes; no face eases."""
+    from enliven.engine.landmarks import LandmarkTracker
+    from enliven.provenance.watermark import detect
+    from enliven.server.frame_ids import read_id
+
+    by_frame = SessionAnimator(astronaut.copy(), ANALYTIC)
+    by_points = SessionAnimator(astronaut.copy(), ANALYTIC, DebugOptions(echo_frame_ids=True))
+    try:
+        with LandmarkTracker(smooth=False) as tracker:
+            for i in range(3):
+                frame = np.roll(webcam, 3 * i, axis=1)
+                a = by_frame.frame(frame, t_s=i / 25)
+                b = by_points.points(tracker.track(frame, i / 25), t_s=i / 25, frame_id=1000 + i)
+                assert b.face_found and _labelled(b.image) and detect(b.image).found
+                assert read_id(b.image) == (1000 + i) % 4096
+                assert np.abs(a.image[16:].astype(int) - b.image[16:]).mean() < 2.0, "as if from the frame"
+        lost = by_points.points(None, t_s=0.2, frame_id=1003)
+        assert not lost.face_found and lost.image.shape == (256, 256, 3)
+    finally:
+        by_frame.close()
+        by_points.close()
+
+
+def test_worker_answers_points_requests(webcam: np.ndarray) -> None:
+    from enliven.engine.landmarks import LandmarkTracker
+
+    worker = Worker()
+    with LandmarkTracker(smooth=False) as tracker:
+        points = tracker.track(webcam, 0.0)
+    assert points is not None
+    assert worker.handle(PrepareRequest("p", None, ANALYTIC, 25_000_000, 2**20)) == PreparedReply(face_count=1)
+    try:
+        reply = worker.handle(PointsRequest("p", 0.0, 7, None, False, points.astype("<f4").tobytes()))
+        assert isinstance(reply, FrameReply) and reply.side == 256 and reply.face_found
+        assert len(reply.i420) == 256 * 256 * 3 // 2
+        none = worker.handle(PointsRequest("p", 0.04, 8, None, False, None))
+        assert isinstance(none, FrameReply) and not none.face_found
+    finally:
+        worker.close("p")
+    gone = worker.handle(PointsRequest("p", 0.1, 9, None, False, None))
+    assert isinstance(gone, ErrorReply) and gone.kind == "gone"
