@@ -22,3 +22,8 @@ if ! .venv/bin/python -c "import cv2" 2>/dev/null; then
     exit 1
   fi
 fi
+# The face landmarker the page runs in the browser (npm @mediapipe/face_mesh, pinned and checked) goes to
+# enliven/web/vendor/; without it (offline) pages send camera video to the server instead.
+if ! .venv/bin/python scripts/vendor_web.py; then
+  echo "enliven setup: the in-browser face landmarker could not be fetched; pages will send camera video" >&2
+fi

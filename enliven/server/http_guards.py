@@ -42,7 +42,10 @@ ENGINE_ERROR_STATUS: tuple[tuple[type[EnlivenError], int], ...] = (
 # The page (index.html) only: where its scripts, styles, images and media may come from.
 PAGE_SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        # 'unsafe-eval' and 'wasm-unsafe-eval': the face landmarker's WebAssembly (embind builds its function
+        # wrappers with new Function); still no inline script, and scripts only from this server
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'; style-src 'self'; "
+        "img-src 'self' blob: data:; "
         "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'self'"),
     "Permissions-Policy": "camera=(self), microphone=(self)",

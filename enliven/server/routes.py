@@ -1,7 +1,8 @@
 """The HTTP routes: the page and the API, wired to sessions, uploads and signalling.
 
 Routes (JSON errors are ``{"code": str, "message": str}``, see http_guards.py):
-    GET    /                          the page (enliven/web), /static/<file> its assets (a fixed list)
+    GET    /                          the page (enliven/web), /static/<file> its assets (a fixed list),
+                                      /static/vendor/face_mesh/<file> the in-browser face landmarker (vendor.py)
     GET    /api/health                {"status": "ok", "sessions", "max_sessions"}
     POST   /api/sessions              create: multipart form (photo file + consent=true) or no body
                                       (built-in photo) -> 201 {session_id, token, ...}
@@ -29,11 +30,13 @@ from .pool import WorkerPool
 from .session_animator import DebugOptions, EngineSettings
 from .sessions import Registry, Session
 from .uploads import prepare_photo, read_create_form
+from .vendor import vendor_file
 
 # The page's files: a fixed table, so a request can never name a path on disk.
 WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "landmarks.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 RETENTION = "the photo is kept in memory for this session only and deleted when it ends"
@@ -177,6 +180,7 @@ def add_routes(app: web.Application, config: ServerConfig) -> None:
     r = app.router
     r.add_get("/", index)
     r.add_get("/static/{name}", static)
+    r.add_get("/static/vendor/face_mesh/{name}", vendor_file)  # the in-browser face landmarker (vendor.py)
     r.add_get("/api/health", health)
     r.add_post("/api/sessions", create_session)
     r.add_post("/api/sessions/{sid}/offer", offer)

@@ -1,6 +1,8 @@
 // enliven page: choose a photo, start the webcam, show the animated stream with stats and controls.
 // Signalling: POST /api/sessions -> {session_id, token}; POST /api/sessions/{id}/offer (Bearer token).
 // A data channel "control" carries hello (token), 1 s heartbeats, stats, face events and controls.
+// Where the browser can run the face landmarker (landmarks.js), no camera video is sent: only face points,
+// on a second data channel "points"; otherwise (or when it is too slow) the camera's video, as before.
 "use strict";
 
 (() => {
@@ -10,7 +12,7 @@
     consentBox: $("consent-box"), useDefault: $("use-default"), local: $("local"), remote: $("remote"),
     start: $("start"), stop: $("stop"), del: $("delete"), mic: $("mic"), hear: $("hear"), status: $("status"),
     fps: $("stat-fps"), latency: $("stat-latency"), face: $("stat-face"), server: $("stat-server"),
-    reset: $("reset"), size: $("size"), engine: $("engine"),
+    reset: $("reset"), size: $("size"), engine: $("engine"), upstream: $("upstream-note"),
   };
   const DEFAULT_PHOTO = "/static/default-photo.png";
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -18,9 +20,10 @@
   let photoFile = null;       // the user's chosen photo (stays in this page until deleted)
   let previewUrl = null;
   let live = null;            // {session, token, pc, dc, stream, timers, ...} while running
+  let videoReason = null;     // why this page sends camera video instead of face points (null: it need not)
   const stats = {             // latest figures, also read by the end-to-end test
     outputFps: 0, latencyMs: null, faceFound: null, serverMs: null, framesShown: 0, connected: false,
-    rttMs: null, server: null, errors: [],
+    rttMs: null, server: null, errors: [], upstream: null,
   };
   window.enliven = { stats };
 
@@ -142,11 +145,18 @@
       });
       if (live !== run) throw new Error("stopped");
       ui.local.srcObject = run.stream;
+      await chooseUpstream(run, created);
+      if (live !== run) throw new Error("stopped");
       const pc = new RTCPeerConnection({ iceServers: [] });
       run.pc = pc;
       run.dc = pc.createDataChannel("control");
       const video = run.stream.getVideoTracks()[0];
-      preferVp8(pc.addTransceiver(video, { direction: "sendrecv", streams: [run.stream] }));
+      if (run.landmarker) {  // face points only: the video section just receives the animated video
+        preferVp8(pc.addTransceiver("video", { direction: "recvonly" }));
+        run.points = pc.createDataChannel("points", { ordered: false, maxRetransmits: 0 });
+      } else {
+        preferVp8(pc.addTransceiver(video, { direction: "sendrecv", streams: [run.stream] }));
+      }
       const audio = run.stream.getAudioTracks()[0];
       if (audio) pc.addTransceiver(audio, { direction: "sendrecv", streams: [run.stream] });
       ui.hear.disabled = !audio;
@@ -200,6 +210,9 @@
       try { m = JSON.parse(e.data); } catch (err) { return; }
       if (m.type === "hello" && m.ok) {
         stats.connected = true;
+        if (run.landmarker) {
+          run.landmarker.start(run.points, { onSlow: (why) => { if (live === run) fallBackToVideo(why); } });
+        }
         ui.reset.disabled = false;
         const mode = document.querySelector('input[name="mode"]:checked').value;
         if (mode !== m.settings.mode) send({ type: "set", mode });
@@ -270,15 +283,18 @@
     });
     const prev = run.prev;
     run.prev = { inbound, outbound };
-    if (!prev || !inbound || !outbound || !prev.inbound || !prev.outbound || !stats.server) return;
+    const sendsVideo = !run.landmarker;
+    if (!prev || !inbound || !prev.inbound || !stats.server) return;
+    if (sendsVideo && (!outbound || !prev.outbound)) return;
     const dIn = (k) => (inbound[k] || 0) - (prev.inbound[k] || 0);
-    const dOut = (k) => (outbound[k] || 0) - (prev.outbound[k] || 0);
+    const dOut = (k) => (sendsVideo ? (outbound[k] || 0) - (prev.outbound[k] || 0) : 0);
     const emitted = dIn("jitterBufferEmittedCount");
     const decoded = dIn("framesDecoded");
     const encoded = dOut("framesEncoded");
     const jitterMs = emitted > 0 ? (dIn("jitterBufferDelay") / emitted) * 1000 : 0;
     const decodeMs = decoded > 0 ? (dIn("totalDecodeTime") / decoded) * 1000 : 0;
-    const encodeMs = encoded > 0 ? (dOut("totalEncodeTime") / encoded) * 1000 : 0;
+    // Video: the browser's encode time; face points: the landmarker's time per frame.
+    const encodeMs = sendsVideo ? (encoded > 0 ? (dOut("totalEncodeTime") / encoded) * 1000 : 0) : run.landmarker.meanMs;
     const rttMs = pair && pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : (stats.rttMs || 0);
     const SERVER_CODEC_MS = 3;  // VP8 decode 640x480 + encode 256x256 on the server (DESIGN.md)
     const serverMs = stats.server.server_ms_p50 || 0;
@@ -287,12 +303,43 @@
     ui.server.textContent = serverMs.toFixed(0);
   }
 
+  // Face points where this browser can run the landmarker well enough, else camera video (says which, and why).
+  async function chooseUpstream(run, created) {
+    run.landmarker = null;
+    let why = videoReason || window.enlivenLandmarks.unsupported();
+    if (!why) {
+      setStatus("Starting the face landmarker in this browser\u2026");
+      try {
+        run.landmarker = await window.enlivenLandmarks.open(ui.local);
+      } catch (e) {
+        why = e.message || String(e);
+      }
+    }
+    if (!run.landmarker && created.landmarks_only) {
+      throw new Error(`this server takes face points only, and ${why}`);
+    }
+    stats.upstream = run.landmarker ? "landmarks" : "video";
+    ui.upstream.textContent = run.landmarker
+      ? "Your camera stays on this device; only face points are sent."
+      : `Sending your camera's video to the server: ${why}.`;
+    ui.upstream.className = run.landmarker ? "ok" : "";
+  }
+
+  // The landmarker turned out too slow here: start again, sending video.
+  async function fallBackToVideo(why) {
+    videoReason = why;
+    await stop(`Switching to sending video: ${why}.`);
+    start();
+  }
+
   async function stop(message = "Stopped.", kind = "") {
     const run = live;
     live = null;
     stats.connected = false;
+    stats.server = null;  // the ended session's figures
     if (run) {
       run.timers.forEach(clearInterval);
+      if (run.landmarker) run.landmarker.stop();
       if (run.dc) try { run.dc.close(); } catch (e) { /* closing */ }
       if (run.pc) try { run.pc.close(); } catch (e) { /* closing */ }
       if (run.stream) run.stream.getTracks().forEach((t) => t.stop());
