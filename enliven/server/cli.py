@@ -76,7 +76,16 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground until Ctrl+C. Returns the exit status."""
     from .app import serve  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
 
+    from .vendor import landmarker_installed  # aiohttp, as .app
+
     config = config_from_args(args)
+    if not landmarker_installed():
+        if config.landmarks_only:
+            print("enliven: error: --landmarks-only needs the in-browser face landmarker; install it with "
+                  "`bash scripts/setup.sh` (or python scripts/vendor_web.py)", file=sys.stderr)
+            return 2
+        print("enliven: note: the in-browser face landmarker is not installed (bash scripts/setup.sh): pages will "
+              "send camera video", file=sys.stderr)
     logging.getLogger("enliven.server").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
