@@ -192,6 +192,10 @@ class PointsUpstream:
             self.inbox.put(InputPoints(message, now))
         return message
 
+    def state(self) -> dict[str, object]:
+        """The intake's counters and the messages replaced unread in the slot (newest wins)."""
+        return {**self.intake.state(), "replaced": self.inbox.dropped}
+
     def stalled_tick(self, now: float, stall_s: float, ease_for_s: float) -> InputPoints | None:
         """A "no face" item to animate when no message came for ``stall_s`` (the page stopped sending: its
         landmarker stalled, the tab was hidden): the output then eases to the photo's own pose as it does

@@ -250,7 +250,7 @@ class Registry:
                  "frames_in": s.stats.frames_in, "frames_out": s.stats.frames_out, "errors": s.stats.errors,
                  "dropped_messages": s.dropped_messages, "tasks": len(s.tasks),
                  "upstream": "video" if s.points is None else "landmarks",
-                 "points": None if s.points is None else s.points.intake.state()}
+                 "points": None if s.points is None else s.points.state()}
                 for s in self.sessions.values()
             ],
         }

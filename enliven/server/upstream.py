@@ -120,5 +120,5 @@ async def stats_fields(session: Session) -> dict[str, Any]:
     fields: dict[str, Any] = {"upstream": "video" if session.points is None else "landmarks",
                               "video_packets_in": packets}
     if session.points is not None:
-        fields["points"] = session.points.intake.state()
+        fields["points"] = session.points.state()
     return fields
