@@ -30,12 +30,15 @@ ALLOWED: dict[str, set[str]] = {
     "output_formats": {"engine"},
     "offline": {"engine", "animation", "provenance", "output_formats"},
     "server": {"engine", "animation", "provenance", "fixtures"},
-    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server"},
+    "cam": {"engine", "animation", "provenance"},
+    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server",
+            "cam"},
     "web": set(),
 }
 # Function-local imports of enliven's own modules, each with the optional heavy dependency it defers.
 LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.cli", "enliven.offline"): "the offline path loads MediaPipe and ONNX Runtime: not for --help",
+    ("enliven.cli", "enliven.cam"): "MediaPipe and ONNX Runtime, only for cam",
     ("enliven.cli", "enliven.animation.animator"): "MediaPipe and ONNX Runtime: not for --help",
     ("enliven.cli", "enliven.engine.motion"): "with the Animator's config, only for animate",
     ("enliven.cli", "enliven.train.cli"): "the train extra (torch, TensorBoard, FaceNet) is optional",
