@@ -12,7 +12,7 @@
     consentBox: $("consent-box"), useDefault: $("use-default"), local: $("local"), remote: $("remote"),
     start: $("start"), stop: $("stop"), del: $("delete"), mic: $("mic"), hear: $("hear"), status: $("status"),
     fps: $("stat-fps"), latency: $("stat-latency"), face: $("stat-face"), server: $("stat-server"),
-    reset: $("reset"), size: $("size"), engine: $("engine"), upstream: $("upstream-note"),
+    reset: $("reset"), size: $("size"), engine: $("engine"), upstream: $("upstream-note"), popout: $("popout"),
   };
   const DEFAULT_PHOTO = "/static/default-photo.png";
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -165,6 +165,7 @@
       pc.addEventListener("track", (e) => {
         remoteStream.addTrack(e.track);
         ui.remote.play().catch(() => {});
+        ui.popout.disabled = !document.pictureInPictureEnabled || e.track.kind !== "video";
       });
       pc.addEventListener("connectionstatechange", () => {
         if (live !== run) return;
@@ -356,6 +357,8 @@
     ui.stop.disabled = true;
     ui.reset.disabled = true;
     ui.hear.disabled = true;
+    ui.popout.disabled = true;
+    if (document.pictureInPictureElement) document.exitPictureInPicture().catch(() => {});
     ui.fps.textContent = "\u2013";
     ui.latency.textContent = "\u2013";
     ui.server.textContent = "\u2013";
@@ -374,6 +377,11 @@
     showPhoto(null);
   });
   ui.hear.addEventListener("change", () => { ui.remote.muted = !ui.hear.checked; });
+  // Pop-out: the animated video in the browser's own always-on-top window (Picture-in-Picture), e.g. beside a call.
+  ui.popout.addEventListener("click", () => {
+    const pop = document.pictureInPictureElement ? document.exitPictureInPicture() : ui.remote.requestPictureInPicture();
+    pop.catch((e) => setStatus(`Cannot pop out the video: ${e.message || e}`, "error"));
+  });
   document.querySelectorAll('input[name="mode"]').forEach((r) => r.addEventListener("change", () => {
     if (r.checked) send({ type: "set", mode: r.value });
   }));

@@ -172,17 +172,26 @@ def test_landmark_mode_streams_without_sending_video(browser_server: Server,
             note = page.locator("#upstream-note").inner_text()
             stats = page.evaluate("window.enliven.stats")
             server_state = browser_server.state()
+            popped = None
+            if page.evaluate("document.pictureInPictureEnabled"):  # the pop-out view, where the browser has one
+                page.click("#popout")
+                page.wait_for_function("document.pictureInPictureElement !== null", timeout=10_000)
+                popped = page.evaluate("document.pictureInPictureElement.id")
+            else:
+                assert page.locator("#popout").is_disabled()
             page.click("#stop")
         finally:
             browser.close()
     browser_server.wait_idle(timeout_s=20)
     assert not _problems(console), console
     print(f"landmark mode: {fps:.1f} fps shown; server: {stats['server']['fps_in']} points/s in, "
-          f"{stats['server']['video_packets_in']} video packets in; latency estimate {stats['latencyMs']}")
+          f"{stats['server']['video_packets_in']} video packets in; latency estimate {stats['latencyMs']:.0f} ms; "
+          f"pop-out: {popped}")
     assert stats["upstream"] == "landmarks" and "only face points are sent" in note
     assert stats["server"]["upstream"] == "landmarks" and stats["server"]["video_packets_in"] == 0
     assert stats["server"]["points"]["accepted"] > 50 and stats["faceFound"] is True
     assert [s["upstream"] for s in server_state["per_session"]] == ["landmarks"]
+    assert popped in (None, "remote"), popped
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     if fps < MIN_FPS and load > BUSY_LOAD_PER_CORE:
         pytest.xfail(f"{fps:.1f} fps with a load of {load:.1f} per core: the machine is busy with other work")
