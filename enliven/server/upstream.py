@@ -32,7 +32,7 @@ from .tracks import AnimatedTrack
 
 logger = logging.getLogger(__name__)
 
-Upstream = Literal["video", "landmarks"]
+Upstream = Literal["video", "landmarks", "none"]
 POINTS_CHANNEL = "points"  # label of the data channel that carries the face points
 STALL_S = 0.5  # no points for this long: the page stopped sending; the output eases as on a lost face
 EASE_FOR_S = 1.0  # how long "no face" is animated after a stall (the ease is ~95 % done in 0.45 s), then held
@@ -44,11 +44,15 @@ _DIRECTION_RE = re.compile(r"^a=(sendrecv|sendonly|recvonly|inactive)\s*$", re.M
 
 
 def offered_upstream(sdp: str) -> Upstream:
-    """"landmarks" when the offer's video section is receive-only (the page sends no camera video), else
-    "video" (check_offer_sdp has made sure there is exactly one video section)."""
+    """What the offer's video section says: "landmarks" when it only receives (the page sends face points, no
+    camera video), "video" when it sends (sendrecv, sendonly, or no direction: sendrecv), "none" when there
+    is no video section or it is inactive."""
     section = _VIDEO_SECTION_RE.search(sdp)
-    direction = _DIRECTION_RE.search(section.group(0)) if section else None
-    return "landmarks" if direction is not None and direction.group(1) == "recvonly" else "video"
+    if section is None:
+        return "none"
+    found = _DIRECTION_RE.search(section.group(0))
+    direction = "sendrecv" if found is None else found.group(1)
+    return {"recvonly": "landmarks", "inactive": "none"}.get(direction, "video")  # type: ignore[return-value]
 
 
 def check_upstream(upstream: Upstream, config: ServerConfig) -> None:

@@ -142,6 +142,10 @@ def test_the_offer_says_whether_video_or_face_points_come() -> None:
     assert offered_upstream(_offer("sendrecv")) == "video"
     assert offered_upstream(_offer("sendonly")) == "video"
     assert offered_upstream(_offer("sendrecv").replace("a=sendrecv\r\nm=application", "m=application")) == "video"
+    assert offered_upstream(_offer("inactive")) == "none"
+    data_only = _offer("sendrecv").split("m=video")[0] + "m=application" + _offer("sendrecv").split("m=application")[1]
+    assert offered_upstream(data_only) == "none"
+    check_upstream("none", ServerConfig(landmarks_only=True))
     check_upstream("video", ServerConfig())
     check_upstream("landmarks", ServerConfig(landmarks_only=True))
     with pytest.raises(HttpError) as e:
