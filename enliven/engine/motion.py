@@ -217,11 +217,13 @@ class EyesMode(str, Enum):
 
 @dataclass(frozen=True)
 class MotionLimits:
-    """How far the head may go from the photo's own pose: beyond this a 2-D warp of one photo tears.
+    """How far the head may go from the photo's own pose, and exaggerated expressions from the neutral face.
 
-    Each limit is soft: motion passes unchanged up to ``knee`` times the limit, then bends smoothly
-    towards the limit (a driver in profile turns the photo ~35 degrees, not 90, and the crop never
-    flies off sideways). None of them touches the expression.
+    Beyond these a 2-D warp of one photo tears. Each limit is soft: motion passes unchanged up to
+    ``knee`` times the limit, then bends smoothly towards the limit (a driver in profile turns the photo
+    ~35 degrees, not 90, and the crop never flies off sideways). The expression limits act only on gains
+    above 1 (an exaggerated smile grows, a mouth already wide open does not): the channel's offsets are
+    scaled down as a whole, never below what gain 1 gives.
     """
 
     rotation_deg: float = 35.0  # angle of the head's rotation away from the photo's pose
@@ -229,6 +231,10 @@ class MotionLimits:
     log_scale: float = 0.35  # head size change, log of the ratio (+-0.35: x0.70 .. x1.42)
     gaze_x: float = 0.28  # iris offset from the eye's middle along the corners, in eye widths (irises stay in the eye)
     gaze_y: float = 0.12  # the same across the eye (up or down), in eye widths
+    # The largest move of any point of a channel at a gain above 1, interocular distances (canonical units):
+    mouth_iod: float = 0.55  # a jaw wide open moves the chin ~0.5
+    brows_iod: float = 0.25  # raised brows move ~0.18
+    eyes_iod: float = 0.12  # wide-open lids; closing is bounded by the lids meeting
     knee: float = 0.7
 
 
@@ -355,6 +361,20 @@ def _eye_gains(source: np.ndarray, offsets: np.ndarray, gain: float) -> np.ndarr
     return out
 
 
+def _bounded_gain(gain: float, offsets: np.ndarray, channel: str, limit: float | None,
+                  limits: MotionLimits | None) -> float:
+    """``gain``, bent above 1 so that no point of ``channel`` moves further than ``limit`` (soft, never below 1).
+
+    Args: offsets (478, 3) the channel's expression offsets, canonical units; limit in the same units (None: none).
+    """
+    if gain <= 1.0 or limit is None or limits is None:
+        return gain
+    amount = float(np.linalg.norm(offsets[_CHANNEL_POINTS[channel], :2], axis=1).max())
+    if amount < 1e-9:
+        return gain
+    return max(float(soft_limit(gain * amount, limit, limits.knee)) / amount, 1.0)
+
+
 def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMode.RELATIVE,
              gains: MotionGains = MotionGains(), limits: MotionLimits | None = MotionLimits(),
              eye_offsets: np.ndarray | None = None) -> np.ndarray:
@@ -366,7 +386,7 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     shift and scale by ``head_position``, the expression offsets by the eyes, brows and mouth gains
     (channel_membership), the gaze by ``gaze``. The expression offsets are always relative (absolute
     offsets would copy the driver's shape). ``limits`` (None: none) softly bound how far the head goes
-    from the photo's pose and the irises from the eye's middle. ``eye_offsets`` (478, 3) canonical units:
+    from the photo's pose, the irises from the eye's middle and exaggerated expressions from neutral. ``eye_offsets`` (478, 3) canonical units:
     what the eyes channel shows instead of the driver's lids (zeros: the photo's own eyes; a blink).
     """
     if mode is TransferMode.ABSOLUTE:
@@ -383,8 +403,11 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     translation = source.pose.translation + shift * source.pose.scale
     m = channel_membership()
     eyes = motion.expression if eye_offsets is None else eye_offsets
-    offsets = (m[:, 1:2] * gains.brows + m[:, 2:3] * gains.mouth) * motion.expression
-    offsets += m[:, 0:1] * _eye_gains(source.shape, eyes, gains.eyes) * eyes
+    brows = _bounded_gain(gains.brows, motion.expression, "brows", limits and limits.brows_iod, limits)
+    mouth = _bounded_gain(gains.mouth, motion.expression, "mouth", limits and limits.mouth_iod, limits)
+    eye_gain = np.minimum(_eye_gains(source.shape, eyes, gains.eyes),
+                          _bounded_gain(gains.eyes, eyes, "eyes", limits and limits.eyes_iod, limits))
+    offsets = (m[:, 1:2] * brows + m[:, 2:3] * mouth) * motion.expression + m[:, 0:1] * eye_gain * eyes
     shape = clamp_closures(source.shape + offsets, source.shape)
     shape = place_irises(shape, source.shape, gains.gaze * motion.gaze, limits)
     return apply_pose(shape, Pose(rotation, translation, scale))
