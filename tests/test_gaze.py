@@ -62,7 +62,7 @@ def test_a_moved_iris_is_a_rigid_disc_that_stays_in_the_eye(crop_and_points):
         c = looking[iris, :2]
         # across the disc, the map is the source's disc shifted: the iris moves whole, not as a rubber patch
         for du in (-0.7 * radius, 0.0, 0.7 * radius):
-            x, y = int(round(c[0] + du)), int(round(c[1]))
+            x, y = round(c[0] + du), round(c[1])
             assert abs(table[y, x, 0] - (x - shift)) < 0.8 and abs(table[y, x, 1] - y) < 0.8
     corner = np.round(points[topo.RIGHT_EYE_OUTER, :2]).astype(int)
     assert np.abs(table[corner[1], corner[0]] - corner).max() < 1.0  # the eye itself stays put

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
