@@ -332,8 +332,8 @@ def test_gains_and_eyes_reach_the_animation(driving_clip, tmp_path, astronaut):
     def mouth_and_lids(argv: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Mouth opening and lid opening per output frame, measured by MediaPipe."""
         out = tmp_path / "out.mp4"
-        assert main(["animate", str(photo), str(driving_clip), "-o", str(out), "--crop", "--engine", "analytic", "--no-progress",
-                     *argv]) == 0
+        assert main(["animate", str(photo), str(driving_clip), "-o", str(out), "--crop", "--engine", "analytic",
+                     "--no-progress", *argv]) == 0
         mouth, lids = [], []
         with DrivingVideo(out) as video, LandmarkTracker(smooth=False) as meter:
             for i, frame in enumerate(video):

@@ -216,8 +216,8 @@ def test_gains_above_one_exaggerate_within_their_limit():
             - topo.mouth_opening(own)
 
     assert mouth(2.0) == pytest.approx(2 * mouth(1.0), rel=0.05)
-    yaw = [angles_from_rotation(fit_pose(retarget(SOURCE, motion, gains=MotionGains(head_rotation=g)), CANON).rotation)[0]
-           for g in (1.0, 1.5)]
+    turned = [_shape_of(retarget(SOURCE, motion, gains=MotionGains(head_rotation=g))) for g in (1.0, 1.5)]
+    yaw = [angles_from_rotation(face.pose.rotation)[0] for face in turned]
     assert yaw[1] - (-4) == pytest.approx(1.5 * (yaw[0] - (-4)), rel=0.05)  # 12 -> 18 degrees from the photo's -4
     gaze = [topo.gaze(retarget(SOURCE, motion, gains=MotionGains(gaze=g)))[0] - topo.gaze(own)[0] for g in (1.0, 2.0)]
     assert 1.5 * gaze[0] < gaze[1] <= MotionLimits().gaze_x + 0.05  # more, but the irises stay in the eye

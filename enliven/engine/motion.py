@@ -258,12 +258,11 @@ def limit_rotation(rotation: np.ndarray, limits: MotionLimits) -> np.ndarray:
 
 # Expression channels and the points that are theirs outright; every other point (irises aside) follows them
 # in proportion to exp(-(d / CHANNEL_REACH)^2), d its distance to each channel's points in the canonical face.
-_JAW = np.array([152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199, 200, 18, 17, 83, 313, 201, 421, 32, 262,
-                 136, 172, 58, 365, 397, 288])  # chin, jaw line, below the lower lip
+_JAW_LINE = np.array([136, 172, 58, 365, 397, 288])  # the face oval beside the chin, which opening jaws move
 _CHANNEL_POINTS: dict[str, np.ndarray] = {
     "eyes": np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE]),
     "brows": np.concatenate([topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW]),
-    "mouth": np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER, _JAW])),
+    "mouth": np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER, topo.MOUTH_SURROUND, _JAW_LINE])),
 }
 CHANNEL_REACH = 0.25  # canonical units (interocular distances)
 _IRISES = np.concatenate([topo.RIGHT_IRIS, topo.LEFT_IRIS])
@@ -361,14 +360,13 @@ def _eye_gains(source: np.ndarray, offsets: np.ndarray, gain: float) -> np.ndarr
     return out
 
 
-def _bounded_gain(gain: float, offsets: np.ndarray, channel: str, limit: float | None,
-                  limits: MotionLimits | None) -> float:
-    """``gain``, bent above 1 so that no point of ``channel`` moves further than ``limit`` (soft, never below 1).
-
-    Args: offsets (478, 3) the channel's expression offsets, canonical units; limit in the same units (None: none).
+def _bounded_gain(gain: float, offsets: np.ndarray, channel: str, limits: MotionLimits | None) -> float:
+    """``gain``, bent above 1 so that no point of ``channel`` moves further than its limit (``limits.<channel>_iod``;
+    soft, never below 1). Args: offsets (478, 3) the channel's expression offsets, canonical units.
     """
-    if gain <= 1.0 or limit is None or limits is None:
+    if gain <= 1.0 or limits is None:
         return gain
+    limit = float(getattr(limits, f"{channel}_iod"))
     amount = float(np.linalg.norm(offsets[_CHANNEL_POINTS[channel], :2], axis=1).max())
     if amount < 1e-9:
         return gain
@@ -386,8 +384,9 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     shift and scale by ``head_position``, the expression offsets by the eyes, brows and mouth gains
     (channel_membership), the gaze by ``gaze``. The expression offsets are always relative (absolute
     offsets would copy the driver's shape). ``limits`` (None: none) softly bound how far the head goes
-    from the photo's pose, the irises from the eye's middle and exaggerated expressions from neutral. ``eye_offsets`` (478, 3) canonical units:
-    what the eyes channel shows instead of the driver's lids (zeros: the photo's own eyes; a blink).
+    from the photo's pose, the irises from the eye's middle and exaggerated expressions from neutral.
+    ``eye_offsets`` (478, 3) canonical units: what the eyes channel shows instead of the driver's lids
+    (zeros: the photo's own eyes; a blink).
     """
     if mode is TransferMode.ABSOLUTE:
         rel = _rotmat(gains.head_rotation * _rotvec(_rotmat(motion.absolute_rotation) @ source.pose.rotation.T))
@@ -403,10 +402,9 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     translation = source.pose.translation + shift * source.pose.scale
     m = channel_membership()
     eyes = motion.expression if eye_offsets is None else eye_offsets
-    brows = _bounded_gain(gains.brows, motion.expression, "brows", limits and limits.brows_iod, limits)
-    mouth = _bounded_gain(gains.mouth, motion.expression, "mouth", limits and limits.mouth_iod, limits)
-    eye_gain = np.minimum(_eye_gains(source.shape, eyes, gains.eyes),
-                          _bounded_gain(gains.eyes, eyes, "eyes", limits and limits.eyes_iod, limits))
+    brows = _bounded_gain(gains.brows, motion.expression, "brows", limits)
+    mouth = _bounded_gain(gains.mouth, motion.expression, "mouth", limits)
+    eye_gain = np.minimum(_eye_gains(source.shape, eyes, gains.eyes), _bounded_gain(gains.eyes, eyes, "eyes", limits))
     offsets = (m[:, 1:2] * brows + m[:, 2:3] * mouth) * motion.expression + m[:, 0:1] * eye_gain * eyes
     shape = clamp_closures(source.shape + offsets, source.shape)
     shape = place_irises(shape, source.shape, gains.gaze * motion.gaze, limits)
