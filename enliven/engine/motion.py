@@ -229,8 +229,8 @@ class MotionLimits:
     rotation_deg: float = 35.0  # angle of the head's rotation away from the photo's pose
     shift_iod: float = 1.0  # head translation, in the photo's interocular distances (each axis)
     log_scale: float = 0.35  # head size change, log of the ratio (+-0.35: x0.70 .. x1.42)
-    gaze_x: float = 0.28  # iris offset from the eye's middle along the corners, in eye widths (irises stay in the eye)
-    gaze_y: float = 0.12  # the same across the eye (up or down), in eye widths
+    gaze_x: float = 0.28  # irises' move from the photo's own place along the eye corners, in eye widths
+    gaze_y: float = 0.12  # the same across the eye (up or down); the warp keeps the irises inside the opening
     # The largest move of any point of a channel at a gain above 1, interocular distances (canonical units):
     mouth_iod: float = 0.55  # a jaw wide open moves the chin ~0.5
     brows_iod: float = 0.25  # raised brows move ~0.18
@@ -292,17 +292,15 @@ def place_irises(shape: np.ndarray, source: np.ndarray, gaze: np.ndarray,
 
     Each eye's iris (5 points, as a disc) goes to the source's own place in its eye (topology.eye_gazes)
     offset by ``gaze`` (2,) eye widths, in the eye frame of ``shape``, so lids and gaze stay independent.
-    ``limits`` softly keeps the irises within the eye. Args: shape, source (478, 3) canonical units.
+    ``limits`` softly bound the offset (the warp then keeps each iris inside its eye opening). Args: shape, source (478, 3) canonical units.
     """
     out = shape.copy()
     own = topo.eye_gazes(source)
     for k, ((mid, axis, down, width), iris, contour) in enumerate(zip(
             topo.eye_frames(shape), (topo.RIGHT_IRIS, topo.LEFT_IRIS), (topo.RIGHT_EYE, topo.LEFT_EYE),
             strict=True)):
-        g = own[k] + gaze
-        if limits is not None:
-            g = np.array([float(soft_limit(g[0], limits.gaze_x, limits.knee)),
-                          float(soft_limit(g[1], limits.gaze_y, limits.knee))])
+        g = own[k] + gaze if limits is None else own[k] + [float(soft_limit(gaze[0], limits.gaze_x, limits.knee)),
+                                                           float(soft_limit(gaze[1], limits.gaze_y, limits.knee))]
         centre = mid + width * (g[0] * axis + g[1] * down)
         out[iris, :2] = source[iris, :2] - source[iris[0], :2] + centre
         out[iris, 2] = source[iris, 2] + (shape[contour, 2] - source[contour, 2]).mean()
