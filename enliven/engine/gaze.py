@@ -12,6 +12,9 @@ driven eye opening the remap table is replaced by a radial map about the iris in
 where "reach" is the distance from the iris centre to the eye's contour along that ray. Samples stay
 inside the source's own opening, so a moved iris never carries the photo's lashes with it; just past
 the lids the map continues outwards 1:1 and fades into the spline, which holds the lid line too.
+Where the photo shows no white beside its iris (the lids touch the iris above and below), the white
+uncovered by a moved iris is taken from the nearest direction that has some, not stretched out of
+the lid's margin.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ GAZE_RAYS = 72  # directions in which an eye opening's reach around the iris is 
 EYE_FADE_PX_AT_256 = 1.0  # the gaze map fades into the spline over this many pixels past the lids (crop of 256)
 CLOSED_LID_RATIO = 0.35  # at this lid gap (of the source's) and below, the eye is shut: the spline alone
 OPEN_LID_RATIO = 0.7  # from this lid gap on, the gaze map fully
+MIN_WHITE = 0.35  # white of the eye beside the iris, in iris radii, that a ray needs to lend it to the uncovered part
 
 
 def smoothstep(x: np.ndarray | float) -> np.ndarray:
@@ -96,6 +100,8 @@ class SourceEye:
     radius: float  # iris radius, pixels
     gap: float  # mean lid gap, pixels
     reach: np.ndarray  # (GAZE_RAYS + 1,) distance from the iris centre to the contour along each ray, pixels
+    white: np.ndarray  # (GAZE_RAYS + 1, 2) per ray, the unit direction (u, v) whose white the annulus shows
+    white_reach: np.ndarray  # (GAZE_RAYS + 1,) the reach along that direction, pixels
 
     @classmethod
     def measure(cls, points: np.ndarray, k: int) -> "SourceEye":
@@ -109,9 +115,22 @@ class SourceEye:
         centre = inside_eye((points[iris[0], :2] - mid) @ basis.T, uv, upper_mask, radius)
         if centre is None:  # a photo with closed eyes: no iris to move
             centre = uv.mean(0)
-        reach = ray_lengths(uv - centre, np.linspace(-np.pi, np.pi, GAZE_RAYS + 1))
+        angles = np.linspace(-np.pi, np.pi, GAZE_RAYS + 1)
+        reach = ray_lengths(uv - centre, angles)
+        white = _white_rays(angles, reach, radius)
         return cls(contour, upper, lower, upper_mask, int(iris[0]), mid + centre @ basis, axis, down, width, radius,
-                   lid_gap(points, upper, lower), reach)
+                   lid_gap(points, upper, lower), reach, np.stack([np.cos(angles[white]), np.sin(angles[white])], 1),
+                   reach[white])
+
+
+def _white_rays(angles: np.ndarray, reach: np.ndarray, radius: float) -> np.ndarray:
+    """Per ray, the index of the nearest ray (by angle) with at least MIN_WHITE iris radii of white beyond the
+    iris; itself when it has that much or when no ray has."""
+    has = reach - radius >= MIN_WHITE * radius
+    if not has.any():
+        return np.arange(len(angles))
+    gap = np.abs(np.angle(np.exp(1j * (angles[:, None] - angles[None, has]))))  # (A, K) angular distances
+    return np.flatnonzero(has)[np.argmin(gap, axis=1)]
 
 
 class GazeMap:
@@ -166,12 +185,28 @@ class GazeMap:
         theta = np.arctan2(q[..., 1], q[..., 0])
         r_drv = np.interp(theta, self._angles, reach)
         r_src = np.interp(theta, self._angles, eye.reach)
-        stretch = (r_src - eye.radius) / np.maximum(r_drv - eye.radius, 1e-6)
-        rho_src = np.where(rho <= eye.radius, rho, eye.radius + (rho - eye.radius) * stretch)
-        rho_src = np.clip(rho_src, 0.0, np.maximum(r_src - 0.5, 0.0))
-        rho_src = np.where(rho > r_drv, r_src + (rho - r_drv), rho_src)  # past the lids: past the source's
-        sample = (eye.centre + (rho_src * np.cos(theta))[..., None] * eye.axis
-                  + (rho_src * np.sin(theta))[..., None] * eye.down)
+        # The disc: rigid; clipped to the source's opening (the rows a lid hides repeat the last seen one).
+        rho_src = np.clip(rho, 0.0, np.maximum(r_src - 0.5, 0.0))
+        direction = np.stack([np.cos(theta), np.sin(theta)], -1)
+        # The white between disc and lids: stretched along the ray, or, as far as the driven opening there is
+        # wider than the source's, taken from the nearest ray that shows some white.
+        # (The nearest ray's choice, not an interpolation: rays on either side of a lid may lend white from
+        # opposite sides, and their average would point back into the lid.)
+        f = smoothstep((r_drv - np.maximum(r_src, eye.radius)) / (0.5 * eye.radius))[..., None]
+        ray = np.rint((theta + np.pi) / (2 * np.pi) * GAZE_RAYS).astype(int)
+        white_dir = (1 - f) * direction + f * eye.white[ray]
+        white_dir /= np.maximum(np.linalg.norm(white_dir, axis=-1, keepdims=True), 1e-9)
+        white_reach = (1 - f[..., 0]) * r_src + f[..., 0] * eye.white_reach[ray]
+        t = (rho - eye.radius) / np.maximum(r_drv - eye.radius, 1e-6)
+        white_rho = np.clip(eye.radius + t * (white_reach - eye.radius), 0.0, np.maximum(white_reach - 0.5, 0.0))
+        annulus = (rho > eye.radius) & (rho <= r_drv)
+        rho_src = np.where(annulus, white_rho, rho_src)
+        direction = np.where(annulus[..., None], white_dir, direction)
+        outside = rho > r_drv  # past the lids: past the source's, along the same ray
+        rho_src = np.where(outside, r_src + (rho - r_drv), rho_src)
+        direction = np.where(outside[..., None], np.stack([np.cos(theta), np.sin(theta)], -1), direction)
+        sample = eye.centre + (rho_src * direction[..., 0])[..., None] * eye.axis \
+            + (rho_src * direction[..., 1])[..., None] * eye.down
         alpha = weight * np.clip((r_drv + self._fade_px - rho) / self._fade_px, 0.0, 1.0)[..., None]
         box = table[y0:y1, x0:x1]
         box += alpha * (sample.astype(np.float32) - box)
