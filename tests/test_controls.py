@@ -150,10 +150,12 @@ def _gaze_sweep(engine: str) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("engine", ["analytic", "trained"])
 def test_output_gaze_follows_the_drivers(engine):
     """MediaPipe's irises on the output against the driver's: a hard look to the side (0.23 eye widths) is
-    clearly visible. Before the gaze map the output showed 0.23 (analytic) / 0.33 (trained) of it."""
+    clearly visible: the output shows 0.64 (analytic) / 0.71 (trained) of it, with the spline's three iris points
+    it showed 0.23 / 0.33. Vertical: r 0.74 / 0.88 (0.79 / 0.80 before), MediaPipe sees a fifth of the move."""
     drv, out = _gaze_sweep(engine)
     r = np.corrcoef(drv[:, 0], out[:, 0])[0, 1]
     slope = np.polyfit(drv[:, 0], out[:, 0], 1)[0]
     r_y = np.corrcoef(drv[:, 1], out[:, 1])[0, 1]
     print(f"{engine}: horizontal gaze r {r:.3f}, slope {slope:.2f}; vertical r {r_y:.2f}")
     assert r > 0.95 and slope > 0.5
+    assert r_y > 0.5  # up and down too, though MediaPipe reads an iris's height mostly from the lids
