@@ -30,11 +30,12 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         check_side_output(args.strip, {**inputs, "output": output.path}, "the strip")
 
     from .animation.animator import AnimatorConfig
-    from .engine.motion import TransferMode
+    from .engine.motion import EyesMode, MotionGains, TransferMode
     from .offline import animate_builtin, animate_video
 
     config = AnimatorConfig(crop_size_px=args.size, mode=TransferMode(args.mode), output=args.output_kind,
-                            engine=args.engine)
+                            engine=args.engine, gains=MotionGains.from_mapping(dict(args.gain)),
+                            eyes=EyesMode(args.eyes))
     provenance = provenance_options(args)
     if args.driving is None:
         report = animate_builtin(args.photo, output, config, strip=args.strip, progress=not args.no_progress,
@@ -71,6 +72,24 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gain_arg(text: str) -> tuple[str, float]:
+    """One ``--gain NAME=VALUE``, checked against MotionGains (names and ranges)."""
+    from .engine.motion import MotionGains
+
+    name, sep, value = (part.strip() for part in text.partition("="))
+    try:
+        if not sep:
+            raise ValueError(f"expected NAME=VALUE, e.g. mouth=1.3; got {text!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"gain {name} must be a number; got {value!r}") from None
+        MotionGains.from_mapping({name: number})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return name, number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enliven", description="Real-time portrait animation: a photo driven by a face.")
@@ -100,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the animated face crop instead of the whole photo")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                    help="trained: the shipped learned generator refines the warp (default); analytic: warp only")
+    p.add_argument("--gain", type=_gain_arg, action="append", default=[], metavar="NAME=VALUE",
+                   help="strength of one motion channel, 0 (the photo's own) .. 1 (as the driver, the default) .. "
+                        "more (exaggerated): head_rotation, head_position (up to 1.5), eyes, gaze, brows, mouth "
+                        "(up to 2); repeat for several")
+    p.add_argument("--eyes", choices=("follow", "open", "auto-blink"), default="follow",
+                   help="the lids: follow the driver's (default), keep the photo's open eyes, or keep them and "
+                        "blink at a natural rhythm")
     p.add_argument("--strip", default=None, help="also save a PNG strip source | driver | output here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_provenance_options(p)

@@ -299,3 +299,52 @@ def test_an_interrupted_run_leaves_the_previous_output_and_nothing_partial(tmp_p
         reader.join(timeout=10)
     assert bytes(stderr).decode().strip().splitlines()[-1] == "enliven: interrupted"
     assert _listing(tmp_path) == before  # the earlier output intact, no partial file or folder
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--gain", "nose=1"], "unknown gain 'nose'; expected one of head_rotation, head_position, eyes, gaze, brows"),
+    (["--gain", "mouth=2.5"], "gain mouth must be from 0 to 2; got 2.5"),
+    (["--gain", "head_rotation=1.6"], "gain head_rotation must be from 0 to 1.5"),
+    (["--gain", "eyes"], "expected NAME=VALUE"),
+    (["--gain", "gaze=lots"], "gain gaze must be a number"),
+    (["--gain", "brows=nan"], "gain brows must be a number from 0 to 2"),
+    (["--eyes", "shut"], "invalid choice: 'shut'"),
+])
+def test_bad_gains_and_eye_modes_give_one_clear_line(argv, expected, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["animate", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_gains_and_eyes_reach_the_animation(driving_clip, tmp_path, astronaut):
+    """--gain mouth=0 (with --eyes open and a gaze gain beside it): the driver talks, the photo keeps its own mouth
+    (MediaPipe on the output); the same run at the default gains does talk. (The clip samples the driver's blinks
+    too sparsely to judge the lids here; test_controls does.)"""
+    from enliven.engine import topology as topo
+    from enliven.engine.image_io import encode_png
+    from enliven.engine.landmarks import LandmarkTracker
+
+    photo = tmp_path / "me.png"
+    photo.write_bytes(encode_png(astronaut))
+
+    def mouth_and_lids(argv: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Mouth opening and lid opening per output frame, measured by MediaPipe."""
+        out = tmp_path / "out.mp4"
+        assert main(["animate", str(photo), str(driving_clip), "-o", str(out), "--crop", "--engine", "analytic",
+                     "--no-progress", *argv]) == 0
+        mouth, lids = [], []
+        with DrivingVideo(out) as video, LandmarkTracker(smooth=False) as meter:
+            for i, frame in enumerate(video):
+                points = meter.track(frame, i / 30)
+                if points is not None:
+                    mouth.append(topo.mouth_opening(points))
+                    lids.append(sum(topo.eye_opening(points)))
+        return np.array(mouth), np.array(lids)
+
+    mouth, _ = mouth_and_lids([])
+    kept_mouth, kept_lids = mouth_and_lids(["--gain", "mouth=0", "--gain", "gaze=1.5", "--eyes", "open"])
+    print(f"mouth opening range {np.ptp(mouth):.3f} -> {np.ptp(kept_mouth):.3f} with mouth=0")
+    assert np.ptp(mouth) > 0.15 and np.ptp(kept_mouth) < 0.25 * np.ptp(mouth)
+    assert kept_lids.min() > 0.8 * kept_lids.max()

@@ -4,7 +4,8 @@ The same code runs in an inference worker process (worker.py, the default) and, 
 in the session's thread of the server process (engines.ThreadEngine). Per frame:
 
     new settings? --> engine or size changed: a new Animator for the same photo (the old one is kept
-                      if that fails); mode changed: Animator.set_mode (the driver's reference is kept)
+                      if that fails); mode changed: Animator.set_mode (the driver's reference is kept);
+                      gains or eye mode changed: Animator.set_gains / set_eyes
     reset asked?  --> Animator.reset_reference
     Animator.step (a camera frame) or Animator.step_landmarks (a page's face points, smoothed)
                   --> "AI-generated" burned in --> the frame id echoed (latency probes only)
@@ -24,7 +25,7 @@ from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineN
 from enliven.engine.defaults import builtin_photo
 from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png, load_photo
-from enliven.engine.motion import TransferMode
+from enliven.engine.motion import EyesMode, MotionGains, TransferMode
 from enliven.provenance.watermark import Watermarker
 
 from .frame_ids import stamp_id
@@ -41,10 +42,13 @@ class EngineSettings:
     crop_size_px: int = DEFAULT_CROP_SIZE_PX  # side of the animated face crop, one of choices.CROP_SIZES_PX
     mode: TransferMode = TransferMode.RELATIVE  # relative or absolute head pose
     engine: EngineName = DEFAULT_ENGINE  # one of choices.ENGINES: "trained" (learned refiner) or "analytic"
+    gains: MotionGains = MotionGains()  # per-channel strength (head, eyes, gaze, brows, mouth), applied live
+    eyes: EyesMode = EyesMode.FOLLOW  # the lids: follow the driver, keep the photo's open, or auto-blink
 
     def public(self) -> dict[str, object]:
         """The settings as the API and the data channel show them."""
-        return {"size": self.crop_size_px, "mode": self.mode.value, "engine": self.engine}
+        return {"size": self.crop_size_px, "mode": self.mode.value, "engine": self.engine,
+                "gains": self.gains.as_dict(), "eyes": self.eyes.value}
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,9 @@ class AnimatedImage:
 
 
 def animator_config(settings: EngineSettings) -> AnimatorConfig:
-    """The AnimatorConfig of a session: its face crop only, at the session's size, mode and engine."""
+    """The AnimatorConfig of a session: its face crop only, at the session's size, mode, engine and gains."""
     return AnimatorConfig(crop_size_px=settings.crop_size_px, mode=settings.mode, output="crop",
-                          engine=settings.engine)
+                          engine=settings.engine, gains=settings.gains, eyes=settings.eyes)
 
 
 def decode_photo(upload: bytes | None, max_pixels: int, max_bytes: int,
@@ -180,6 +184,10 @@ class SessionAnimator:
         if new.mode != self.settings.mode:  # only retargeting reads the mode: keep the calibrated reference
             self._animator.set_mode(new.mode)
             self.settings = replace(self.settings, mode=new.mode)
+        if (new.gains, new.eyes) != (self.settings.gains, self.settings.eyes):  # live, from this frame on
+            self._animator.set_gains(new.gains)
+            self._animator.set_eyes(new.eyes)
+            self.settings = replace(self.settings, gains=new.gains, eyes=new.eyes)
 
     def photo_png(self) -> bytes | None:
         """The photo as decoded, re-encoded as PNG without metadata; None once closed."""

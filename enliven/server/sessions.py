@@ -62,6 +62,7 @@ class Session:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     end_reason: str = ""
     _msg_window: tuple[float, int] = (0.0, 0)  # (window start, count) for the channel rate limit
+    set_window: tuple[float, int] = (0.0, 0)  # (window start, count) of "set" messages (channel.py's limit)
     dropped_messages: int = 0
     fps_hint: int | None = None  # the frame rate the client was last asked to send at most (None: any)
     points: PointsUpstream | None = None  # set when the page sends face points instead of video (upstream.py)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -66,6 +67,11 @@ def test_streams_animated_frames_of_the_right_size(server: Server, clip: list[np
     server.wait_idle()
 
 
+def _size_mode_engine(client: LoopbackClient) -> list[dict[str, Any]]:
+    """Size, mode and engine of every settings message the client got (they also carry gains and eyes)."""
+    return [{k: m["settings"][k] for k in ("size", "mode", "engine")} for m in _messages(client, "settings")]
+
+
 def test_output_size_and_controls(server: Server, clip: list[np.ndarray]) -> None:
     server.wait_idle()
     client = LoopbackClient(server.url, clip, fps=25, size=512)
@@ -90,8 +96,7 @@ def test_output_size_and_controls(server: Server, clip: list[np.ndarray]) -> Non
 
     run(go())
     assert client.result.received[-1].width == 256, "the size change should reach the stream"
-    settings = [m["settings"] for m in _messages(client, "settings")]
-    assert {"size": 256, "mode": "absolute", "engine": "analytic"} in settings
+    assert {"size": 256, "mode": "absolute", "engine": "analytic"} in _size_mode_engine(client)
     assert _messages(client, "error") == []
 
 
@@ -119,8 +124,7 @@ def test_thread_engine_streams_the_same_way(tmp_path: Path, clip: list[np.ndarra
     assert sum(r.frame_id is not None for r in client.result.received) >= 0.9 * len(widths), "ids are echoed"
     assert all(k[-20:, -100:].min() < 60 and k[-20:, -100:].max() > 180 for k in client.result.kept), (
         "the disclosure label should be in every frame")
-    assert {"size": 256, "mode": "absolute", "engine": "trained"} in [
-        m["settings"] for m in _messages(client, "settings")]
+    assert {"size": 256, "mode": "absolute", "engine": "trained"} in _size_mode_engine(client)
     assert state["photos_alive"] == 0
 
 

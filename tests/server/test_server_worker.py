@@ -161,7 +161,8 @@ def test_face_points_go_through_the_same_routine(astronaut: np.ndarray, webcam: 
                 b = by_points.points(tracker.track(frame, i / 25), t_s=i / 25, frame_id=1000 + i)
                 assert b.face_found and _labelled(b.image) and detect(b.image).found
                 assert read_id(b.image) == (1000 + i) % 4096
-                assert np.abs(a.image[16:].astype(int) - b.image[16:]).mean() < 2.0, "as if from the frame"
+                # as if animated from the frame itself (each session has its own watermark: a few levels apart)
+                assert np.abs(a.image[16:].astype(int) - b.image[16:]).mean() < 4.0
         lost = by_points.points(None, t_s=0.2, frame_id=1003)
         assert not lost.face_found and lost.image.shape == (256, 256, 3)
     finally:
