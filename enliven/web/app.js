@@ -348,6 +348,7 @@
     }
     run.lastPoll = now;
     run.lastShown = run.shown;
+    stats.landmarkerMs = run.landmarker ? run.landmarker.meanMs : null;  // the page's own time per frame
     let inbound = null;
     let outbound = null;
     let pair = null;
