@@ -151,3 +151,31 @@ def test_the_offer_says_whether_video_or_face_points_come() -> None:
     with pytest.raises(HttpError) as e:
         check_upstream("video", ServerConfig(landmarks_only=True))
     assert e.value.status == 422 and e.value.code == "landmarks_only"
+
+
+def test_the_pages_encoder_writes_what_the_server_reads(tmp_path) -> None:
+    """landmarks.js's encode(), run by Node on MediaPipe-style normalised landmarks, gives the bytes
+    encode_points gives for the same points in pixels."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    js = Path(__file__).resolve().parents[2] / "enliven" / "web" / "landmarks.js"
+    rng = np.random.default_rng(3)
+    norm = rng.uniform([0.3, 0.25, -0.05], [0.7, 0.75, 0.05], (NUM_POINTS, 3))
+    (tmp_path / "points.json").write_text(json.dumps([{"x": x, "y": y, "z": z} for x, y, z in norm.tolist()]))
+    script = (f"globalThis.window = {{}}; require({json.dumps(str(js))});"
+              f"const pts = require({json.dumps(str(tmp_path / 'points.json'))});"
+              "const enc = window.enlivenLandmarks.encode;"
+              "process.stdout.write(Buffer.from(enc(77, 1234.5, 640, 480, pts)).toString('hex') + ' ' +"
+              "  Buffer.from(enc(78, 1.0, 640, 480, null)).toString('hex') + ' ' +"
+              "  Buffer.from(enc(79, 1.0, 640, 480, pts.map((p, i) => (i ? p : {x: NaN, y: 0, z: 0})))).toString('hex'));")
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    face, none, nan = (bytes.fromhex(h) for h in out)
+    assert face == encode_points(77, 1234.5, 640, 480, norm * [640, 480, 640])
+    assert none == encode_points(78, 1.0, 640, 480, None)
+    assert nan == encode_points(79, 1.0, 640, 480, None), "non-finite points are sent as no face"

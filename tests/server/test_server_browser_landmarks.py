@@ -190,6 +190,7 @@ def test_landmark_mode_streams_without_sending_video(browser_server: Server,
     assert stats["upstream"] == "landmarks" and "only face points are sent" in note
     assert stats["server"]["upstream"] == "landmarks" and stats["server"]["video_packets_in"] == 0
     assert stats["server"]["points"]["accepted"] > 50 and stats["faceFound"] is True
+    assert stats["server"]["points"]["invalid"] == {}, "the page's messages are what the server reads"
     assert [s["upstream"] for s in server_state["per_session"]] == ["landmarks"]
     assert popped in (None, "remote"), popped
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
