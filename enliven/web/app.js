@@ -328,10 +328,15 @@
   function watchFrames(run) {
     const video = ui.remote;
     if (!video.requestVideoFrameCallback) return;
-    const onFrame = () => {
+    let presented = null;
+    const onFrame = (now, meta) => {
       if (live !== run) return;
-      run.shown += 1;
-      stats.framesShown += 1;
+      // Frames presented since the last callback (callbacks coalesce while the page is busy, e.g. measuring a face)
+      const count = meta && meta.presentedFrames ? meta.presentedFrames : null;
+      const step = count !== null && presented !== null ? Math.max(1, count - presented) : 1;
+      presented = count;
+      run.shown += step;
+      stats.framesShown += step;
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);

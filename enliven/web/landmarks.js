@@ -90,6 +90,8 @@
       this.started = 0;
       this.slowSince = null;
       this.running = false;
+      this.busy = false;       // a frame is being measured
+      this.fresh = null;       // metadata of a camera frame presented since the last measurement, or null
       this.pending = null;     // the frame being measured: {id, captureMs, width, height}
       this.sent = 0;
       this.faces = 0;
@@ -110,7 +112,7 @@
       this.onSlow = onSlow;
       this.running = true;
       this.started = performance.now();
-      this._next();
+      this._watch();
     }
 
     stop() {
@@ -118,16 +120,26 @@
       this.channel = null;
     }
 
-    _next() {
-      if (this.running) this.video.requestVideoFrameCallback((now, meta) => this._frame(meta));
+    // Every frame the camera presents is noted; the newest is measured as soon as the previous measurement
+    // ends (no wait for the next frame when one came meanwhile: the rate is the camera's or the landmarker's).
+    _watch() {
+      if (!this.running) return;
+      this.video.requestVideoFrameCallback((now, meta) => {
+        this.fresh = meta || {};
+        this._watch();
+        if (!this.busy) this._frame();
+      });
     }
 
-    async _frame(meta) {
-      if (!this.running) return;
+    async _frame() {
+      const meta = this.fresh;
+      this.fresh = null;
+      if (!this.running || !meta) return;
       const video = this.video;
       const width = video.videoWidth;
       const height = video.videoHeight;
-      if (!width || !height) { this._next(); return; }
+      if (!width || !height) return;
+      this.busy = true;
       const id = ++this.frameId;
       const captureMs = performance.timeOrigin + (meta && meta.captureTime ? meta.captureTime : performance.now());
       let source = video;
@@ -146,12 +158,14 @@
         this.running = false;
         if (this.onSlow) this.onSlow(`the landmarker failed (${e.message || e})`);
         return;
+      } finally {
+        this.busy = false;
       }
       const t1 = performance.now();
       this.busyMs.push([t1, t1 - t0]);
       while (this.busyMs.length && t1 - this.busyMs[0][0] > SLOW_WINDOW_MS) this.busyMs.shift();
       this._judge(t1);
-      this._next();
+      if (this.fresh) this._frame();  // a newer frame came while this one was measured
     }
 
     _results(r) {
