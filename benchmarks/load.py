@@ -13,7 +13,8 @@ face landmarker itself does (MediaPipe in this process, computed once before the
 channel, points.py); the server draws each message's frame number into its output instead.
 
 Run: ``python -m benchmarks.load --sessions 1 4 --seconds 60 --write`` (writes the load section
-of benchmarks/RESULTS.md and benchmarks/results/load.json).
+of benchmarks/RESULTS.md and benchmarks/results/load.json); with ``--upstream video landmarks`` the
+comparison goes to its own section (load_upstream) and results/load_upstream.json.
 """
 from __future__ import annotations
 
@@ -281,13 +282,22 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _record_name(upstreams: tuple[str, ...] | list[str]) -> str:
+    """The RESULTS.md section and results/*.json of a run: "load" for video only, else "load_upstream"."""
+    return "load" if tuple(upstreams) == ("video",) else "load_upstream"
+
+
 def _write_results_md(record: dict[str, Any], table: str) -> None:
-    """Replace the load section of benchmarks/RESULTS.md, keeping the other sections."""
+    """Replace the run's section of benchmarks/RESULTS.md (_record_name), keeping the other sections."""
     m = record["machine"]
     first = record["results"][0]
     loads = ", ".join(f"{r['sessions']}: {r['load_average_before'][0]}" for r in record["results"])
+    name = _record_name([r.get("upstream", "video") for r in record["results"]])
+    title = ("## Concurrent sessions over WebRTC on loopback (`python -m benchmarks.load`)" if name == "load" else
+             "## Face points instead of camera video, on loopback (`python -m benchmarks.load --upstream video "
+             "landmarks`)")
     section = [
-        "## Concurrent sessions over WebRTC on loopback (`python -m benchmarks.load`)",
+        title,
         "",
         f"Recorded {record['date']} from {record.get('source', 'unknown')} on {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}; "
@@ -308,16 +318,17 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
         "included). "
         "CPU % is of one core (200 % = both cores); the server's includes its inference workers. "
         f"1-minute load average before each run (other work on the machine): {loads}.",
-        "",
+        *([f"Note: {record['note']}", ""] if record.get("note") else []),
         table,
         "",
     ]
-    write_results_section("load", section)
+    write_results_section(name, section)
 
 
 def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 30.0, size: int = 256,
         write: bool = False, workers: tuple[int | None, ...] = (None,),
-        engines: tuple[str, ...] = ("trained",), upstreams: tuple[str, ...] = ("video",)) -> list[dict[str, Any]]:
+        engines: tuple[str, ...] = ("trained",), upstreams: tuple[str, ...] = ("video",),
+        note: str = "") -> list[dict[str, Any]]:
     results = []
     for upstream in upstreams:
         for engine in engines:
@@ -332,10 +343,11 @@ def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 
         for e in r["errors"][:5]:
             print(f"  {r['sessions']} sessions: {e}")
     if write:
-        record = {"benchmark": "load", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "machine": machine_info(), "source": _source_state(), "results": results}
+        name = _record_name(upstreams)
+        record = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "machine": machine_info(), "source": _source_state(), "note": note, "results": results}
         (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "load.json").write_text(json.dumps(record, indent=2) + "\n")
+        (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
         _write_results_md(record, table)
     return results
 
@@ -352,9 +364,9 @@ def _source_state() -> str:
     return f"{head}{' + uncommitted changes' if dirty else ''}" if head else "unknown"
 
 
-def rewrite() -> None:
+def rewrite(name: str = "load") -> None:
     """Recompute the summary figures of the recorded run from its samples; rewrite JSON and Markdown."""
-    path = HERE / "results" / "load.json"
+    path = HERE / "results" / f"{name}.json"
     record = json.loads(path.read_text())
     for r in record["results"]:
         r.update(memory_summary(r["samples"], r["seconds"]))
@@ -377,14 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", nargs="+", choices=("video", "landmarks"), default=["video"],
                    help="what the clients send: camera video (default) or face points, as the page's landmarker does")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results/load.json")
+    p.add_argument("--note", default="", help="a sentence recorded with the results (e.g. what else ran)")
     p.add_argument("--rewrite", action="store_true",
                    help="recompute the summaries of results/load.json (no new run) and rewrite both files")
     a = p.parse_args(argv)
     if a.rewrite:
-        rewrite()
+        rewrite(_record_name(tuple(a.upstream)))
         return 0
     run(tuple(a.sessions), a.seconds, a.fps, a.size, a.write, tuple(a.workers) if a.workers else (None,),
-        tuple(a.engine), tuple(a.upstream))
+        tuple(a.engine), tuple(a.upstream), a.note)
     return 0
 
 
