@@ -164,8 +164,10 @@ class SessionActor:
     async def photo_chunk(self, read: int, offset: int) -> Chunk:
         """Chunk ``offset`` of the photo as PNG (read ``read`` encodes it once; its last chunk drops it)."""
         if read not in self._photo_reads:
-            session = self.session
-            self._photo_reads[read] = None if session is None else await session.engine.photo_png()
+            session, png = self.session, None
+            if session is not None and session.state != SessionState.ENDED:
+                png = await session.engine.photo_png()
+            self._photo_reads[read] = png
         png = self._photo_reads[read]
         if png is None:
             self._photo_reads.pop(read, None)

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 POLL_WAIT_S = 10.0  # the actor answers a state long poll after this long at most
 LOST_AFTER_S = 10.0  # an actor unreachable for this long (beyond its long poll) is taken as lost
+END_TIMEOUT_S = 5.0  # the longest an ending session waits for its actor's goodbye before the actor is killed
 RETRY_AFTER_S = "30"  # Retry-After of a 503 when no node has a free slot (as a full single server)
 LOST_REASON = "its machine stopped (the cluster node or its actor was lost)"
 
@@ -193,7 +194,7 @@ class ActorEngine(SessionEngine):
         cluster = self.door.config.cluster
         if actor is not None and not self.lost and cluster is not None:
             try:
-                self.final = await call(actor.end.remote(self.end_reason), cluster.call_timeout_s)
+                self.final = await call(actor.end.remote(self.end_reason), min(END_TIMEOUT_S, cluster.call_timeout_s))
                 self.door.photos_left_at_end += self.final.photos_alive
                 if self.stats is not None:  # for the front door's log line of the session's end
                     self.stats.frames_in, self.stats.frames_out = self.final.frames_in, self.final.frames_out
