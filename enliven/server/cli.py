@@ -85,7 +85,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from .app import serve  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
 
     config = config_from_args(args)
-    logging.getLogger("enliven.server").setLevel(logging.INFO)
+    for name in ("enliven.server", "enliven.cluster"):  # sessions created and ended; with --cluster, placed
+        logging.getLogger(name).setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
