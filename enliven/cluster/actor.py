@@ -106,8 +106,9 @@ class SessionActor:
                 return Refused.of(BadImageError("the photo is empty"))
             upload, self._upload = bytes(self._upload), None
         # The first MediaPipe run in a process imports modules that keep the importing call stack alive,
-        # and with it the image being processed: let that be the built-in photo, never the user's.
-        await asyncio.to_thread(warm_up, builtin_photo(), (self.settings.engine,))
+        # and with it the image being processed: let that be the built-in photo, never the user's. (The
+        # analytic engine runs all of it; the trained one's generator adds no such import.)
+        await asyncio.to_thread(warm_up, builtin_photo(), ("analytic",))
         engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug)
         try:
             faces = await engine.prepare(upload, self.config.max_photo_pixels, self.config.max_upload_bytes)
