@@ -105,9 +105,10 @@ class SessionActor:
             if self._upload is None:
                 return Refused.of(BadImageError("the photo is empty"))
             upload, self._upload = bytes(self._upload), None
-        # The first MediaPipe run in a process imports modules that keep the importing call stack alive,
-        # and with it the image being processed: let that be the built-in photo, never the user's. (The
-        # analytic engine runs all of it; the trained one's generator adds no such import.)
+        # MediaPipe's first run in a process imports it, and mediapipe.tasks' audio_record keeps the OSError
+        # of its failed `import sounddevice`, whose traceback holds every frame of the importing stack and
+        # so the image being processed: let that be the built-in photo, never the user's. (The analytic
+        # engine runs all of MediaPipe; the trained one's generator adds no such import.)
         await asyncio.to_thread(warm_up, builtin_photo(), ("analytic",))
         engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug)
         try:
