@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
+from enliven.engine.errors import EnlivenError
 from enliven.server.config import ClusterConfig, ServerConfig
 from enliven.server.session_animator import DebugOptions, EngineSettings
 
@@ -40,6 +42,16 @@ NAMESPACE = "enliven"
 LOCAL_OBJECT_STORE_BYTES = 100 * 2**20  # a private Ray (--cluster ray) passes no objects: keep its store small
 RemoteSessionActor = ray.remote(SessionActor)
 __all__ = ["ActorDiedError", "NoFreeSlot", "Placement", "RayError", "Slot"]
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raises EnlivenError unless ``HOST:PORT`` accepts a TCP connection within ``timeout_s``."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise EnlivenError(f"cannot reach the Ray cluster at {address} (expected HOST:PORT of its head, "
+                           f"e.g. ray:10.0.0.5:6379): {e}") from e
 
 
 class NoFreeSlot(Exception):
@@ -72,12 +84,19 @@ class Placement:
     def connect(self) -> None:
         """Join the cluster at ``cluster.address``, or start a private one on this machine (blocking)."""
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every line of every session's actor in the front door's log
-        if self.cluster.address is None:
-            ray.init(address="local", namespace=NAMESPACE, num_cpus=os.cpu_count() or 1,
-                     resources={self.cluster.slot_resource: float(self.max_sessions)},
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
-        else:
-            ray.init(address=self.cluster.address, namespace=NAMESPACE)
+        address = self.cluster.address
+        if address is not None and address != "auto":
+            _check_reachable(address)  # ray.init retries an unreachable address for minutes
+        try:
+            if address is None:
+                ray.init(address="local", namespace=NAMESPACE, num_cpus=os.cpu_count() or 1,
+                         resources={self.cluster.slot_resource: float(self.max_sessions)},
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
+            else:
+                ray.init(address=address, namespace=NAMESPACE)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise EnlivenError(f"cannot join the Ray cluster at {address or 'a private instance'}: "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         slots = ray.cluster_resources().get(self.cluster.slot_resource, 0.0)
         if slots <= 0:
             logger.warning("no node of the Ray cluster declares %r yet: sessions get 503 until one does "

@@ -117,3 +117,17 @@ def test_cluster_without_ray_is_one_line_naming_the_extra(tmp_path: object) -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     assert "enliven[cluster]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unreachable_cluster_is_one_line() -> None:
+    """``--cluster ray:HOST:PORT`` with nothing there fails at once in one line (ray.init would retry for minutes)."""
+    pytest.importorskip("ray", reason="the cluster extra is not installed (pip install -e '.[cluster]')")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "enliven.server", "--cluster", f"ray:127.0.0.1:{port}", "--port", "0"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
