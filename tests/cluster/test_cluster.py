@@ -138,3 +138,32 @@ def test_sessions_are_placed_survive_a_lost_node_and_leave_nothing(
     assert not [p for p in pids if _pid_alive(p)], "every session's actor process is gone"
     end_reasons = state["end_reasons"]
     assert end_reasons.get("its machine stopped (the cluster node or its actor was lost)") == 2, end_reasons
+
+
+def test_heartbeat_and_offer_timeouts_end_cluster_sessions_as_on_one_machine(
+        server: Server, clip: list[np.ndarray]) -> None:
+    """A page that stops its heartbeat, and one that never offers, are ended (by the actor, by the front door)
+    with the single-machine reasons; their slots, registry entries and actors are freed."""
+    server.wait_idle(30)
+    silent = LoopbackClient(server.url, clip, fps=FPS, heartbeat=False)
+    mute = LoopbackClient(server.url, clip)
+
+    async def go() -> list[tuple[int, dict[str, Any]]]:
+        try:
+            await silent.connect()
+            await asyncio.wait_for(silent.hello.wait(), 60)
+            await mute.create()
+            pids = [a["pid"] for a in (await asyncio.to_thread(server.state))["cluster"]["actors"]]
+            await asyncio.wait_for(silent.ended.wait(), 30)  # the actor's bye, then its data channel closes
+            await asyncio.to_thread(server.wait_idle, 30)
+            return [await _status(server, c) for c in (silent, mute)] + [(len(pids), {"pids": pids})]
+        finally:
+            await asyncio.gather(silent.close(), mute.close())
+
+    (s_status, s_body), (m_status, m_body), (n, actors) = run(go(), timeout_s=200)
+    assert s_status == 410 and s_body["reason"] == "heartbeat timeout", s_body
+    assert m_status == 410 and m_body["reason"] == "no offer in time", m_body
+    assert [m["reason"] for m in silent.result.messages if m.get("type") == "bye"] == ["heartbeat timeout"]
+    assert n == 2 and not [p for p in actors["pids"] if _pid_alive(p)], "both actors are gone"
+    state = server.state()
+    assert state["photos_alive"] == 0 and state["cluster"]["photos_left_at_end"] == 0
