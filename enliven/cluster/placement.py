@@ -28,6 +28,8 @@ from enliven.server.session_animator import DebugOptions, EngineSettings
 from . import missing_ray
 from .actor import SessionActor
 
+# Every line of every session's actor in the front door's log: Ray reads this when it is imported.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 try:
     import ray
     from ray.exceptions import ActorDiedError, RayError
@@ -83,7 +85,6 @@ class Placement:
     # --- the cluster -----------------------------------------------------------------------------
     def connect(self) -> None:
         """Join the cluster at ``cluster.address``, or start a private one on this machine (blocking)."""
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every line of every session's actor in the front door's log
         address = self.cluster.address
         if address is not None and address != "auto":
             _check_reachable(address)  # ray.init retries an unreachable address for minutes

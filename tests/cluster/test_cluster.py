@@ -130,9 +130,9 @@ def test_sessions_are_placed_survive_a_lost_node_and_leave_nothing(
     assert _node_of(r["newcomer"]) == head, "the new session landed on the surviving node"
     assert [m["reason"] for m in r["deleted"].result.messages if m.get("type") == "bye"] == ["deleted by the user"]
 
-    state = server.wait_idle(30)
+    server.wait_idle(30)  # Ray's view of free resources follows the removal of placement groups shortly after
+    state = server.wait_for(lambda s: s["cluster"]["free_slots"] == 2, 30, "the surviving node's slots are free")
     assert state["cluster"]["photos_left_at_end"] == 0 and state["photos_alive"] == 0
-    assert state["cluster"]["free_slots"] == 2, "the surviving node's slots are free again"
     pids = [a["pid"] for a in r["actors"]]
     assert len(pids) == 4
     assert not [p for p in pids if _pid_alive(p)], "every session's actor process is gone"
