@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs enliven with its test tools. Idempotent: a second run is quick.
+# Creates .venv and installs enliven with its test tools (and Ray, for the cluster tests). Idempotent: a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,7 +10,8 @@ stamp=.venv/.enliven-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # The CPU build of torch first, by exact version: a bare "torch" would pull a multi-GB CUDA build.
   .venv/bin/pip install --disable-pip-version-check -q torch==2.13.0
-  .venv/bin/pip install --disable-pip-version-check -q -e ".[dev]"
+  # cluster: Ray, so the suite runs the --cluster path on a local two-node Ray (tests/cluster, ~40 s)
+  .venv/bin/pip install --disable-pip-version-check -q -e ".[dev,cluster]"
   touch "$stamp"
 fi
 # OpenCV (via mediapipe) needs libGL; minimal Debian images may lack it.

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from enliven.engine.defaults import builtin_photo
 
+from .backend import SessionBackend
 from .config import ServerConfig
 from .http_guards import RateLimiter, guard
 from .pool import WorkerPool
@@ -32,16 +33,29 @@ def worker_count(config: ServerConfig) -> int:
     return max(1, min(os.cpu_count() or 1, config.max_sessions))
 
 
+def cluster_backend(config: ServerConfig) -> SessionBackend:
+    """The front door of ``--cluster``: sessions as Ray actors on the cluster's nodes."""
+    from enliven.cluster.frontdoor import ClusterFrontDoor  # Ray (the cluster extra), only with --cluster
+
+    return ClusterFrontDoor(config)
+
+
 def create_app(config: ServerConfig) -> web.Application:
-    """The aiohttp application (the registry and the worker pool start and stop with it)."""
+    """The aiohttp application (the registry and the worker pool, or the cluster, start and stop with it)."""
     app = web.Application(middlewares=[guard(config)],
                           client_max_size=config.max_upload_bytes + FORM_OVERHEAD_BYTES)
-    state = ServerState(config, Registry(config), RateLimiter(config.create_rate_per_min, config.create_burst))
+    backend = cluster_backend(config) if config.cluster is not None else None
+    registry = backend.registry if backend is not None else Registry(config)
+    state = ServerState(config, registry, RateLimiter(config.create_rate_per_min, config.create_burst),
+                        backend=backend)
+    registry.on_end.append(lambda s: state.ended.add(s.id, s.token, s.end_reason))
     app[STATE] = state
 
     async def on_startup(app: web.Application) -> None:
         workers = worker_count(config)
-        if workers > 0:
+        if backend is not None:  # no Animator runs here: the cluster's nodes hold them
+            await backend.start()
+        elif workers > 0:
             pool = WorkerPool(workers)
             state.pool = pool
             await pool.start()
@@ -53,6 +67,8 @@ def create_app(config: ServerConfig) -> web.Application:
         await state.registry.stop()
         if state.pool is not None:
             await state.pool.stop()
+        if backend is not None:
+            await backend.stop()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -10,7 +10,7 @@ from typing import Any
 from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.engine.errors import EnlivenError
 
-from .config import ServerConfig
+from .config import ClusterConfig, ServerConfig
 
 logger = logging.getLogger(__name__)
 _DEFAULT = ServerConfig()
@@ -47,6 +47,16 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--create-burst", type=int, default=_DEFAULT.create_burst, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another page origin allowed to call the API (repeatable), e.g. https://example.org")
+    p.add_argument("--cluster", default=None, metavar="ray[:ADDRESS]",
+                   help="run each live session as a Ray actor on a cluster node with a free session slot "
+                        "(needs the cluster extra: pip install 'enliven[cluster]'): ray:auto or ray:HOST:PORT joins "
+                        "a running cluster, plain ray starts a private one on this machine; see docs/deploy.md")
+    p.add_argument("--cluster-wait", type=float, default=ClusterConfig.wait_s, metavar="S",
+                   help=f"with --cluster: how long a new session waits for a free slot before 503 "
+                        f"(default {ClusterConfig.wait_s:g})")
+    p.add_argument("--cluster-gpus", type=float, default=ClusterConfig.gpus_per_session, metavar="F",
+                   help="with --cluster: the GPU share each session reserves (0 = any node, the default; "
+                        "e.g. 0.25 = four sessions per GPU, on GPU nodes only)")
     p.add_argument("--debug-endpoints", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--echo-frame-ids", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-step-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -56,6 +66,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     try:
+        cluster = None if args.cluster is None else ClusterConfig.parse(
+            args.cluster, wait_s=args.cluster_wait, gpus_per_session=args.cluster_gpus)
         return ServerConfig(
             host=args.host, port=args.port, max_sessions=args.max_sessions, crop_size_px=args.size,
             workers=args.workers, engine=args.engine,
@@ -63,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             connect_timeout_s=args.connect_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
             create_rate_per_min=args.create_rate, create_burst=args.create_burst,
             allowed_origins=tuple(args.allow_origin), debug_endpoints=args.debug_endpoints,
-            echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms)
+            echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms, cluster=cluster)
     except ValueError as e:
         raise EnlivenError(str(e)) from e
 
@@ -73,7 +85,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from .app import serve  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
 
     config = config_from_args(args)
-    logging.getLogger("enliven.server").setLevel(logging.INFO)
+    for name in ("enliven.server", "enliven.cluster"):  # sessions created and ended; with --cluster, placed
+        logging.getLogger(name).setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

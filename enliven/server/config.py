@@ -6,6 +6,37 @@ from dataclasses import dataclass
 from enliven.engine.choices import CROP_SIZES_PX, DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, ENGINES, EngineName
 
 MiB = 2**20
+CLUSTER_SCHEME = "ray"  # --cluster ray[:ADDRESS]: the only cluster engine so far
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``--cluster ray[:ADDRESS]``: every live session is a Ray actor on a node with a free session slot
+    (enliven.cluster). Nodes declare their slots as the custom resource ``slot_resource``."""
+
+    address: str | None = None  # ray.init's address ("auto", "HOST:PORT"); None: a private Ray on this machine
+    #                             with max_sessions slots
+    slot_resource: str = "enliven_session"  # custom resource a node declares, one unit per session it can run
+    wait_s: float = 2.0  # how long a new session waits for a free slot before it gets 503 + Retry-After
+    gpus_per_session: float = 0.0  # GPU share each session reserves: 0 = any node; > 0 = GPU nodes only
+    start_timeout_s: float = 120.0  # a placed session's actor must start and prepare its photo within this long
+    call_timeout_s: float = 15.0  # the longest the front door waits for a live actor's answer (offer, photo, end)
+
+    def __post_init__(self) -> None:
+        for name in ("wait_s", "start_timeout_s", "call_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"cluster {name} must be positive; got {getattr(self, name)}")
+        if self.gpus_per_session < 0:
+            raise ValueError(f"cluster gpus_per_session must be 0 or more; got {self.gpus_per_session}")
+
+    @classmethod
+    def parse(cls, spec: str, **options: float) -> ClusterConfig:
+        """``ray`` (a private Ray on this machine) or ``ray:ADDRESS`` (``ray:auto``, ``ray:10.0.0.5:6379``)."""
+        scheme, _, address = spec.partition(":")
+        if scheme != CLUSTER_SCHEME or (_ and not address):
+            raise ValueError(f"--cluster expects {CLUSTER_SCHEME} or {CLUSTER_SCHEME}:ADDRESS (e.g. ray:auto, "
+                             f"ray:10.0.0.5:6379); got {spec!r}")
+        return cls(address=address or None, **options)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,7 @@ class ServerConfig:
     debug_endpoints: bool = False  # GET /debug/state (tests and benchmarks only)
     debug_step_delay_ms: float = 0.0  # extra time per frame in the workers: a slow generator (tests only)
     echo_frame_ids: bool = False  # copy the input's top 16 rows into the output (latency probes only)
+    cluster: ClusterConfig | None = None  # sessions as Ray actors across machines (enliven.cluster); None: here
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in CROP_SIZES_PX:

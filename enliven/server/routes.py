@@ -7,6 +7,8 @@ Routes (JSON errors are ``{"code": str, "message": str}``, see http_guards.py):
                                       (built-in photo) -> 201 {session_id, token, ...}
     POST   /api/sessions/{id}/offer   {"type": "offer", "sdp"} + ``Authorization: Bearer <token>``
                                       -> {"type": "answer", "sdp"}; once per session
+    GET    /api/sessions/{id}         + token -> {"state", ...}; 410 {"state": "ended", "reason"} for a while
+                                      after it ended (how a page learns why its session went quiet)
     GET    /api/sessions/{id}/photo   the session's photo as decoded and re-encoded (PNG, no metadata)
     DELETE /api/sessions/{id}         end the session and delete its photo now; 204 even if gone
     GET    /debug/state               counters for tests (only with debug_endpoints)
@@ -22,7 +24,9 @@ from enliven.engine.choices import ENGINES
 from enliven.engine.defaults import BUILTIN_PHOTO
 
 from . import signalling
+from .backend import SessionBackend
 from .config import ServerConfig
+from .ended import EndedSessions
 from .engines import open_engine
 from .http_guards import PAGE_SECURITY_HEADERS, HttpError, RateLimiter, bearer_token, client_key
 from .pool import WorkerPool
@@ -57,6 +61,8 @@ class ServerState:
     limiter: RateLimiter  # session creations per client address
     assets: dict[str, tuple[bytes, str]] = field(default_factory=load_assets)
     pool: WorkerPool | None = None  # the inference worker processes; None: Animators run in threads
+    backend: SessionBackend | None = None  # --cluster: sessions live in Ray actors elsewhere (enliven.cluster)
+    ended: EndedSessions = field(default_factory=EndedSessions)  # recent endings, for the session status
 
 
 STATE = web.AppKey("state", ServerState)
@@ -94,6 +100,9 @@ async def debug_state(request: web.Request) -> web.Response:
     if state.pool is not None:
         body["workers"] = state.pool.state()
         body["photos_alive"] += await state.pool.photos_alive()
+    if state.backend is not None:
+        body["cluster"] = await state.backend.state()
+        body["photos_alive"] += body["cluster"]["photos_alive"]
     return web.json_response(body)
 
 
@@ -110,9 +119,12 @@ async def create_session(request: web.Request) -> web.Response:
         size = form.crop_size_px(config.crop_size_px)
         form.check_consent()
         sid, token = registry.new_ids()
-        engine = open_engine(
-            sid, EngineSettings(crop_size_px=size, engine=config.engine),
-            DebugOptions(config.echo_frame_ids, config.debug_step_delay_ms / 1e3), state.pool, registry.photos)
+        settings = EngineSettings(crop_size_px=size, engine=config.engine)
+        debug = DebugOptions(config.echo_frame_ids, config.debug_step_delay_ms / 1e3)
+        if state.backend is not None:  # placed on a cluster node (503 when no node has a free slot)
+            engine = state.backend.open_engine(sid, token, settings, debug)
+        else:
+            engine = open_engine(sid, settings, debug, state.pool, registry.photos)
         try:
             photo_kind = await prepare_photo(engine, form.photo, config)
         except BaseException:
@@ -148,6 +160,20 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def session_status(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    sid = request.match_info["sid"]
+    if state.registry.get(sid) is None:
+        reason = state.ended.reason(sid, bearer_token(request))
+        if reason is None:
+            raise HttpError(403, "forbidden", "no session with this id and token")
+        return web.json_response({"code": "gone", "message": f"the session ended: {reason}", "state": "ended",
+                                  "reason": reason}, status=410)
+    session = _authorized(request)
+    extra = state.backend.describe(session) if state.backend is not None else {}
+    return web.json_response({"session_id": session.id, "state": session.state.value, **extra})
+
+
 async def session_photo(request: web.Request) -> web.Response:
     session = _authorized(request)
     try:
@@ -169,7 +195,10 @@ async def offer(request: web.Request) -> web.Response:
         raise HttpError(413, "too_large", f"offers are limited to {config.max_offer_bytes} bytes")
     sdp = signalling.parse_offer(raw)
     signalling.check_offer_sdp(sdp, config)
-    local = await signalling.answer(session, sdp, state.registry, config)
+    if state.backend is not None:  # the session's actor takes the offer and owns the peer connection
+        local = await state.backend.answer(session, sdp)
+    else:
+        local = await signalling.answer(session, sdp, state.registry, config)
     return web.json_response({"type": local.type, "sdp": local.sdp})
 
 
@@ -180,6 +209,7 @@ def add_routes(app: web.Application, config: ServerConfig) -> None:
     r.add_get("/api/health", health)
     r.add_post("/api/sessions", create_session)
     r.add_post("/api/sessions/{sid}/offer", offer)
+    r.add_get("/api/sessions/{sid}", session_status)
     r.add_get("/api/sessions/{sid}/photo", session_photo)
     r.add_delete("/api/sessions/{sid}", delete_session)
     if config.debug_endpoints:
