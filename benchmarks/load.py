@@ -48,6 +48,7 @@ def _start_server(sessions: int, size: int, log: Path, workers: int | None,
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
            "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100",
+           "--offer-rate", "600", "--offer-burst", "100", "--max-sessions-per-client", str(sessions),
            "--engine", engine]
     if workers is not None:
         cmd += ["--workers", str(workers)]

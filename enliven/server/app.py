@@ -15,6 +15,7 @@ from aiohttp import web
 from enliven.engine.defaults import builtin_photo
 
 from .config import ServerConfig
+from .decoding import DecodeLimits, Decoder, no_core_dumps
 from .http_guards import RateLimiter, guard
 from .pool import WorkerPool
 from .routes import STATE, ServerState, add_routes
@@ -23,6 +24,8 @@ from .sessions import Registry
 from .uploads import FORM_OVERHEAD_BYTES
 
 logger = logging.getLogger(__name__)
+
+LIMITER_PRUNE_INTERVAL_S = 10.0  # rate limiters forget idle addresses this often
 
 
 def worker_count(config: ServerConfig) -> int:
@@ -36,10 +39,17 @@ def create_app(config: ServerConfig) -> web.Application:
     """The aiohttp application (the registry and the worker pool start and stop with it)."""
     app = web.Application(middlewares=[guard(config)],
                           client_max_size=config.max_upload_bytes + FORM_OVERHEAD_BYTES)
-    state = ServerState(config, Registry(config), RateLimiter(config.create_rate_per_min, config.create_burst))
+    limits = DecodeLimits(config.max_upload_bytes, config.max_photo_pixels, config.decode_memory_bytes,
+                          config.decode_cpu_s)
+    state = ServerState(config, Registry(config), RateLimiter(config.create_rate_per_min, config.create_burst),
+                        RateLimiter(config.offer_rate_per_min, config.offer_burst),
+                        Decoder(limits, config.max_concurrent_decodes))
+    state.registry.on_reap += [lambda: state.limiter.prune(LIMITER_PRUNE_INTERVAL_S),
+                               lambda: state.offer_limiter.prune(LIMITER_PRUNE_INTERVAL_S)]
     app[STATE] = state
 
     async def on_startup(app: web.Application) -> None:
+        await Decoder.start()
         workers = worker_count(config)
         if workers > 0:
             pool = WorkerPool(workers)
@@ -74,6 +84,7 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 async def serve(config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation); ``ready(url)`` once it listens."""
+    no_core_dumps()  # the server holds uploads for a moment (it stays readable for monitoring tools)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()

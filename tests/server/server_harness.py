@@ -26,10 +26,15 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from enliven.server.engines import log_id
+
 T = TypeVar("T")
 
 # Test timeouts (seconds): short, so reaping is seen quickly; generous enough for a busy CPU.
 TEST_TIMEOUTS = ["--idle-timeout", "5", "--offer-timeout", "6", "--connect-timeout", "6", "--heartbeat-timeout", "5"]
+# Rate limits and the per-client cap out of the way (every test client comes from 127.0.0.1).
+NO_LIMITS = ["--create-rate", "6000", "--create-burst", "1000", "--offer-rate", "6000", "--offer-burst", "1000",
+             "--max-sessions-per-client", "100"]
 LOG_PROBLEMS = ("Traceback", "Task exception was never retrieved", "Task was destroyed but it is pending",
                 "ERROR")
 STARTUP_TIMEOUT_S = 120.0
@@ -90,7 +95,7 @@ class Server:
 
     def wait_ended(self, session_id: str | None, timeout_s: float = 20.0) -> dict[str, Any]:
         """Wait until the session with this id is no longer live."""
-        short = (session_id or "")[:8]
+        short = log_id(session_id or "")
         return self.wait_for(lambda s: all(p["id"] != short for p in s["per_session"]), timeout_s,
                              f"session {short} ended")
 
@@ -139,6 +144,25 @@ def run(coro: Awaitable[T], timeout_s: float = 120.0) -> T:
         return await asyncio.wait_for(coro, timeout_s)
 
     return asyncio.run(bounded())
+
+
+LABEL_TOLERANCE = 8.0  # grey levels: a VP8 round trip blurs the label's text a little (measured ~1.3)
+
+
+def label_mismatch(image: np.ndarray) -> float:
+    """How far the bottom-right corner of an animated frame ((S, S, 3) uint8) is from the "AI-generated"
+    label the server burns in: the mean absolute difference, in grey levels, inside the label's box,
+    against the label drawn by session_animator.stamp_disclosure itself (0 for a frame as made; a few
+    levels after a VP8 round trip; ~100 without the label)."""
+    from enliven.server.session_animator import stamp_disclosure
+
+    reference = np.full_like(image, 128)
+    stamp_disclosure(reference)
+    ys, xs = np.nonzero(np.any(reference != 128, axis=2))
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    got = image[box].astype(np.float32).mean(axis=2)
+    want = reference[box].astype(np.float32).mean(axis=2)
+    return float(np.abs(got - want).mean())
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
