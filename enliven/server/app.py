@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from enliven.engine.defaults import builtin_photo
 
@@ -70,6 +71,19 @@ def create_app(config: ServerConfig) -> web.Application:
     return app
 
 
+class _OneLineBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a broken chunked body, a malformed header) at ERROR with a
+    traceback: it is the client's fault, and one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "bad request from a client: %s", (str(exc).splitlines()[0][:200],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """aiortc's own background tasks can fail on a peer that sent a broken offer; that peer's
     session is reaped by its timeouts. Log those in one line; anything else as asyncio would."""
@@ -85,6 +99,7 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 async def serve(config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation); ``ready(url)`` once it listens."""
     no_core_dumps()  # the server holds uploads for a moment (it stays readable for monitoring tools)
+    logging.getLogger("aiohttp.server").addFilter(_OneLineBadRequests())
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()

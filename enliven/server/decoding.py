@@ -109,7 +109,7 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def decode_blocking(upload: bytes, limits: DecodeLimits) -> np.ndarray:
-    """Decode ``upload`` in a child process: (H, W, 3) uint8 RGB. Blocking: call from a thread.
+    """Decode ``upload`` in a child process: (H, W, 3) uint8 RGB (read-only). Blocking: call from a thread.
 
     Raises the engine's BadImageError, UnsupportedFormatError, ImageTooLargeError.
     """
@@ -133,7 +133,7 @@ def decode_blocking(upload: bytes, limits: DecodeLimits) -> np.ndarray:
         pixels = here.recv_bytes(height * width * 3 + 1)
         if len(pixels) != height * width * 3:
             raise BadImageError("the decoder returned a broken image")
-        return np.frombuffer(pixels, np.uint8).reshape(height, width, 3).copy()
+        return np.frombuffer(pixels, np.uint8).reshape(height, width, 3)  # read-only, over the received bytes
     except (EOFError, OSError) as e:  # the child died: killed by its limits, or the decoder crashed
         child.join(1.0)
         code = child.exitcode

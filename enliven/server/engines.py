@@ -140,7 +140,7 @@ class ThreadEngine(SessionEngine):
         self._session: SessionAnimator | None = None
 
     def _prepare(self, photo: np.ndarray | None) -> int:
-        photo = builtin_photo() if photo is None else photo
+        photo = builtin_photo() if photo is None else np.array(photo)  # a writable copy of its own
         session = SessionAnimator(photo, self.settings, self.debug)
         self._photos.track(photo)
         self._session = session
@@ -200,7 +200,7 @@ class ProcessEngine(SessionEngine):
             request = PrepareRequest(self.name, self.settings, 0, 0, self.debug)
         else:
             request = PrepareRequest(self.name, self.settings, photo.shape[0], photo.shape[1], self.debug,
-                                     np.ascontiguousarray(photo, np.uint8).tobytes())
+                                     np.ascontiguousarray(photo, np.uint8).data.cast("B"))  # sent as is
         del photo
         reply = await self.run(self._worker.call, request)
         del request

@@ -37,7 +37,8 @@ class PrepareRequest:
     height: int  # of the decoded photo, pixels; 0: the built-in photo
     width: int  # of the decoded photo, pixels
     debug: DebugOptions = NO_DEBUG
-    rgb: bytes = field(default=b"", repr=False)  # (height, width, 3) uint8 RGB as decoded; b"": built-in
+    rgb: bytes | memoryview = field(default=b"", repr=False)  # (height, width, 3) uint8 RGB as decoded;
+    #                                                          b"": the built-in photo
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from .ice_policy import IcePolicy
 from .pool import WorkerPool
 from .session_animator import DebugOptions, EngineSettings
 from .sessions import Registry, Session
-from .uploads import decode_upload, prepare_photo, read_create_form, within_body_timeout
+from .uploads import decode_upload, prepare_photo, read_body, read_create_form, within_body_timeout
 
 # The page's files: a fixed table, so a request can never name a path on disk.
 WEB_FILES = {
@@ -202,9 +202,7 @@ async def offer(request: web.Request) -> web.Response:
     signalling.check_offer_unused(session)
     if request.content_length is not None and request.content_length > config.max_offer_bytes:
         raise HttpError(413, "too_large", f"offers are limited to {config.max_offer_bytes} bytes")
-    raw = await within_body_timeout(request.content.read(config.max_offer_bytes + 1), config)
-    if len(raw) > config.max_offer_bytes:
-        raise HttpError(413, "too_large", f"offers are limited to {config.max_offer_bytes} bytes")
+    raw = await within_body_timeout(read_body(request, config.max_offer_bytes, "an offer"), config)
     sdp = signalling.parse_offer(raw)
     checked = signalling.check_offer_sdp(sdp, config)
     local = await signalling.answer(session, checked, state.registry, config)

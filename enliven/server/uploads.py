@@ -75,6 +75,19 @@ async def _read_part(part: BodyPartReader, limit: int, status: int, what: str) -
             raise HttpError(status, "too_large", f"{what} is limited to {limit} bytes")
 
 
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body of a small request (JSON), refused with 413 once it exceeds ``limit`` bytes.
+    (``StreamReader.read(n)`` returns what has arrived so far: a body in several TCP segments would be cut.)"""
+    data = bytearray()
+    while True:
+        chunk = await request.content.read(READ_CHUNK_BYTES)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise HttpError(413, "too_large", f"{what} is limited to {limit} bytes")
+
+
 async def within_body_timeout(read: Awaitable[T], config: ServerConfig) -> T:
     """``await read`` (a request body's reading), at most ``body_timeout_s``. Raises HttpError(408)."""
     try:
@@ -100,9 +113,7 @@ async def _read_create_form(request: web.Request, config: ServerConfig) -> Creat
     if not request.body_exists:
         return form
     if ctype == "application/json":
-        raw = await request.content.read(SMALL_FIELD_BYTES + 1)
-        if len(raw) > SMALL_FIELD_BYTES:
-            raise HttpError(413, "too_large", "a JSON body here carries options only; upload photos as a form")
+        raw = await read_body(request, SMALL_FIELD_BYTES, "a JSON body here (options only; upload photos as a form)")
         try:
             body = json.loads(raw or b"{}")
         except (ValueError, RecursionError) as e:
