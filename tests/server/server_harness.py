@@ -37,6 +37,8 @@ NO_LIMITS = ["--create-rate", "6000", "--create-burst", "1000", "--offer-rate", 
              "--max-sessions-per-client", "100"]
 LOG_PROBLEMS = ("Traceback", "Task exception was never retrieved", "Task was destroyed but it is pending",
                 "ERROR")
+# S3: no photo in the log, raw or as base64 (PNG, JPEG, WebP starts), nor long base64 runs
+PHOTO_IN_LOG = re.compile(rb"\x89PNG|\xff\xd8\xff|RIFF....WEBP|iVBORw0KGgo|/9j/|UklGR|[A-Za-z0-9+/]{200,}", re.S)
 STARTUP_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.2
 
@@ -104,13 +106,15 @@ class Server:
                              "no live session")
 
 
-def start_server(log_path: Path, *args: str, echo_frame_ids: bool = True) -> Server:
+def start_server(log_path: Path, *args: str, echo_frame_ids: bool = True, cwd: Path | None = None) -> Server:
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", *args]
     if echo_frame_ids:
         cmd.append("--echo-frame-ids")
     log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if cwd is not None:  # the checkout stays importable from another working directory
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     log.close()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -135,6 +139,7 @@ def stop_server(server: Server) -> None:
             pytest.fail("the server did not stop within 20 s of SIGTERM")
     log = server.log()
     problems = [line for line in log.splitlines() if any(p in line for p in LOG_PROBLEMS)]
+    problems += [f"photo data in the log: {m.group(0)[:40]!r}" for m in PHOTO_IN_LOG.finditer(server.log_path.read_bytes())]
     assert not problems, "server log shows problems:\n" + "\n".join(problems[:20]) + "\n---\n" + log[-4000:]
 
 
