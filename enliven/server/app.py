@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,8 @@ async def serve(config: ServerConfig, ready: Callable[[str], None] | None = None
     """Run the server until SIGINT/SIGTERM (or cancellation); ``ready(url)`` once it listens."""
     no_core_dumps()  # the server holds uploads for a moment (it stays readable for monitoring tools)
     logging.getLogger("aiohttp.server").addFilter(_OneLineBadRequests())
+    if config.debug_endpoints and os.environ.get("ENLIVEN_TRACEMALLOC"):
+        tracemalloc.start()  # /debug/state then lists the largest allocation sites (benchmarks/gates.py churn)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()

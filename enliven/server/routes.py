@@ -15,6 +15,8 @@ Routes (JSON errors are ``{"code": str, "message": str}``, see http_guards.py):
 """
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -46,6 +48,7 @@ WEB_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
+TRACEMALLOC_TOP = 25  # allocation sites /debug/state lists while tracemalloc traces
 RETENTION = ("the photo, and the consent record (its time and the photo's SHA-256), are kept in memory for "
              "this session only and deleted when it ends")
 
@@ -105,6 +108,10 @@ async def debug_state(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = state.registry.state()
     body["ice"] = vars(IcePolicy.for_config(state.config).counters)
+    body["asyncio_tasks"] = len(asyncio.all_tasks())
+    if tracemalloc.is_tracing():  # ENLIVEN_TRACEMALLOC=1 (the churn benchmark): the largest allocation sites
+        top = tracemalloc.take_snapshot().statistics("lineno")[:TRACEMALLOC_TOP]
+        body["tracemalloc_top"] = [{"site": str(s.traceback[0]), "kib": round(s.size / 1024, 1)} for s in top]
     body["rate_limited_addresses"] = {"create": len(state.limiter), "offer": len(state.offer_limiter)}
     if state.pool is not None:
         body["workers"] = state.pool.state()

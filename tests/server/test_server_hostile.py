@@ -98,9 +98,9 @@ def _log_clean(server: Server) -> None:
 
 
 # --- capacity held by stalled uploads -----------------------------------------------------------------
-async def _stalled_upload(server: Server, address: str, trickle: bool) -> int:
+async def _stalled_upload(base: str, address: str, trickle: bool) -> int:
     """POST /api/sessions announcing a 5 MB photo and sending (almost) none of it. Returns the status."""
-    host, port = server.base.split("//")[1].rsplit(":", 1)
+    host, port = base.split("//")[1].rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     boundary = "stall"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"consent\"\r\n\r\ntrue\r\n"
@@ -136,7 +136,7 @@ def test_stalled_uploads_hold_no_session_slot(hostile: Server) -> None:
 
     async def go() -> tuple[list[int], list[tuple[str, int]], dict[str, Any]]:
         async with bystander(hostile) as b:
-            stalled = [asyncio.ensure_future(_stalled_upload(hostile, f"203.0.113.{i}", trickle=i % 2 == 1))
+            stalled = [asyncio.ensure_future(_stalled_upload(hostile.base, f"203.0.113.{i}", trickle=i % 2 == 1))
                        for i in range(6)]
             await asyncio.sleep(0.5)  # all six are waiting for their bodies now
             answers = []
