@@ -232,3 +232,23 @@ def test_decoding_child_is_stopped_by_its_memory_limit() -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000, "decoded elsewhere (KB)"
     out = decode_blocking(data, LIMITS)  # with the default limit it decodes
     assert out.shape == (side, side, 3)
+
+
+def test_model_file_error_is_the_servers_fault_without_details() -> None:
+    from enliven.engine.errors import ModelFileError, NoFaceError
+    from enliven.server.http_guards import HttpError
+
+    e = HttpError.from_engine(ModelFileError("/opt/secret/path/refiner128.pt: sha256 mismatch"))
+    assert (e.status, e.code) == (503, "server_misconfigured") and "/opt" not in e.message and e.headers["Retry-After"]
+    assert HttpError.from_engine(NoFaceError("no face")).status == 422
+
+
+def test_sessions_end_at_their_maximum_length() -> None:
+    from enliven.server.sessions import Registry, Session, SessionState
+
+    registry = Registry(ServerConfig(max_session_s=5.0, idle_timeout_s=600, heartbeat_timeout_s=600))
+    s = Session(id="x" * 22, token="t" * 43, engine=None, photo_kind="builtin")  # type: ignore[arg-type]
+    s.state, s.connected_s = SessionState.CONNECTED, s.created_s
+    s.last_message_s = s.stats.last_in_s = s.created_s + 5.5  # active to the end: the length alone ends it
+    assert registry.timed_out(s, s.created_s + 4.9) is None
+    assert registry.timed_out(s, s.created_s + 5.1) == "maximum session length"

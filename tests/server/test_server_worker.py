@@ -8,7 +8,6 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-
 from server_harness import label_mismatch
 
 from enliven.engine.errors import EnlivenError, NoFaceError
@@ -127,3 +126,22 @@ def test_worker_answers_each_request(webcam: np.ndarray) -> None:
     gone = worker.handle(FrameRequest("a", 0.1, 480, 640, None, False, i420))
     assert isinstance(gone, ErrorReply) and gone.kind == "gone"
     assert worker.handle(PhotoRequest("a")) == PhotoReply(None)
+
+
+def test_a_refused_switch_keeps_and_reports_the_settings_in_use(astronaut: np.ndarray, webcam: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stats report the settings a frame was made with: when a new Animator cannot be built (e.g. missing
+    weights), the session goes on with the old one and says so."""
+    import enliven.server.session_animator as sa
+
+    session = SessionAnimator(astronaut.copy(), ANALYTIC)
+    try:
+        def refuse(self: object, photo: np.ndarray) -> None:
+            raise RuntimeError("no weights here")
+
+        monkeypatch.setattr(sa.Animator, "prepare", refuse)
+        out = session.frame(webcam, t_s=0.0, settings=replace(ANALYTIC, crop_size_px=512))
+        assert out.settings == ANALYTIC and out.image.shape == (256, 256, 3)
+    finally:
+        monkeypatch.undo()
+        session.close()
