@@ -129,14 +129,15 @@ def _check_transport(media: Any) -> None:
 
 
 def _without_refused_candidates(sdp: str, policy: IcePolicy) -> tuple[list[str], int]:
-    """The offer's lines, split as aiortc splits them, less the candidate lines the policy refuses."""
-    kept, refused = [], 0
+    """The offer's lines, split as aiortc splits them, less the candidate lines the policy refuses (and
+    candidate lines before the first media section, which aiortc ignores). Returns (lines, refused)."""
+    kept, refused, in_media = [], 0, False
     for line in sdp.splitlines():
+        in_media = in_media or line.startswith("m=")
         if line.startswith(_CANDIDATE):
-            try:
-                host = candidate_from_sdp(line[len(_CANDIDATE):]).ip
-            except Exception:  # noqa: BLE001 (a session-level line aiortc ignores; drop it too)
+            if not in_media:
                 continue
+            host = candidate_from_sdp(line[len(_CANDIDATE):]).ip  # parsed once already: aiortc accepted it
             if policy.refuse_candidate(host):
                 refused += 1
                 continue

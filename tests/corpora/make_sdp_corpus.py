@@ -45,7 +45,8 @@ def main() -> None:
         "refuse-40-candidates": valid.replace(
             "a=end-of-candidates", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n" * 40 + "a=end-of-candidates", 1),
         # a candidate line aiortc ignores (session level) and one it refuses to parse
-        "accept-session-level-junk-candidate": valid.replace("a=msid-semantic", "a=candidate:junk\r\na=msid-semantic"),
+        "accept-session-level-junk-candidate": valid.replace("a=msid-semantic", "a=candidate:junk\r\na=candidate:1 1 udp 1 "
+                                                             "8.8.8.8 9 typ host\r\na=msid-semantic"),
         "accept-candidates-outside-the-networks": valid.replace(
             "a=end-of-candidates", "a=candidate:9 1 udp 1 8.8.8.8 9 typ host\r\na=candidate:8 1 udp 1 "
             "abcd-1234.local 9 typ host\r\na=end-of-candidates", 1),
