@@ -29,6 +29,7 @@ from typing import Any
 
 from enliven.engine.defaults import builtin_photo
 from enliven.engine.errors import BadImageError, EnlivenError
+from enliven.engine.image_io import load_photo
 from enliven.server import signalling
 from enliven.server.config import ServerConfig
 from enliven.server.engines import ThreadEngine
@@ -43,6 +44,7 @@ from .messages import CHUNK_BYTES, ActorStatus, Answered, Chunk, Node, Opened, R
 
 logger = logging.getLogger(__name__)
 
+PNG_MAX_BYTES = 256 << 20  # the front door's lossless PNG of a decoded photo (at most max_photo_pixels)
 STATE_POLL_S = 0.2  # how often next_state looks at the session's state (it changes in aiortc's callbacks)
 
 
@@ -91,9 +93,9 @@ class SessionActor:
 
     # --- creation --------------------------------------------------------------------------------
     async def put_upload(self, chunk: Chunk) -> None:
-        """Take one chunk of the uploaded photo (chunks may come in any order)."""
-        if not 0 < chunk.total <= self.config.max_upload_bytes:
-            raise ValueError(f"an upload of 1..{self.config.max_upload_bytes} bytes; got {chunk.total}")
+        """Take one chunk of the photo (the front door's PNG of the decoded upload; chunks in any order)."""
+        if not 0 < chunk.total <= PNG_MAX_BYTES:
+            raise ValueError(f"a photo of 1..{PNG_MAX_BYTES} bytes; got {chunk.total}")
         if self._upload is None or len(self._upload) != chunk.total:
             self._upload = bytearray(chunk.total)
         self._upload[chunk.offset:chunk.offset + len(chunk.data)] = chunk.data
@@ -112,12 +114,16 @@ class SessionActor:
         await asyncio.to_thread(warm_up, builtin_photo(), ("analytic",))
         engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug)
         try:
-            faces = await engine.prepare(upload, self.config.max_photo_pixels, self.config.max_upload_bytes)
+            # the front door decoded the user's file in its capped child and sent a PNG of its own making
+            photo = None if upload is None else await asyncio.to_thread(
+                load_photo, upload, max_pixels=self.config.max_photo_pixels, max_bytes=PNG_MAX_BYTES)
+            upload = None
+            faces = await engine.prepare(photo)
         except EnlivenError as e:
             await engine.close()
             return Refused.of(e)
         finally:
-            upload = None  # the upload's bytes go here; only the engine holds the decoded pixels
+            upload = photo = None  # only the engine holds the decoded pixels
         self.session = Session(id=self.sid, token=token, engine=engine, photo_kind=photo_kind,
                                stats=NodeStats(self.node.node_id))
         self.registry.add(self.session)
@@ -131,7 +137,8 @@ class SessionActor:
         if session is None or session.state == SessionState.ENDED:
             return Refused(403, "forbidden", "the session ended")
         try:
-            local = await signalling.answer(session, sdp, self.registry, self.config)
+            checked = signalling.check_offer_sdp(sdp, self.config)  # as the front door did, on this node
+            local = await signalling.answer(session, checked, self.registry, self.config)
         except HttpError as e:
             return Refused(e.status, e.code, e.message)
         answer_sdp = local.sdp if self.node.announced is None else announce(local.sdp, self.node.announced)

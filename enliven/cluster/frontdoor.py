@@ -21,8 +21,10 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from aiortc import RTCSessionDescription
 
+from enliven.engine.image_io import encode_png
 from enliven.server import signalling
 from enliven.server.config import ServerConfig
 from enliven.server.engines import SessionEngine
@@ -78,7 +80,11 @@ class ActorEngine(SessionEngine):
         self._reads = itertools.count()
 
     # --- creation --------------------------------------------------------------------------------
-    async def prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
+    async def prepare(self, photo: np.ndarray | None) -> int:
+        # The photo was decoded by the front door's capped child (server.decoding); it travels to the
+        # actor as a lossless PNG of our own making, so the actor never parses the user's file.
+        upload = None if photo is None else await asyncio.to_thread(encode_png, photo)
+        del photo
         cluster = self.door.config.cluster
         assert cluster is not None
         try:

@@ -45,6 +45,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--create-rate", type=float, default=_DEFAULT.create_rate_per_min, metavar="N",
                    help=f"session creations per client address per minute (default {_DEFAULT.create_rate_per_min:g})")
     p.add_argument("--create-burst", type=int, default=_DEFAULT.create_burst, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--offer-rate", type=float, default=_DEFAULT.offer_rate_per_min, metavar="N",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--offer-burst", type=int, default=_DEFAULT.offer_burst, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--max-sessions-per-client", type=int, default=_DEFAULT.max_sessions_per_client, metavar="N",
+                   help=f"live sessions of one client address (default {_DEFAULT.max_sessions_per_client})")
+    p.add_argument("--max-session-length", type=float, default=_DEFAULT.max_session_s, metavar="S",
+                   help=f"end every session after S seconds (default {_DEFAULT.max_session_s:g})")
+    p.add_argument("--body-timeout", type=float, default=_DEFAULT.body_timeout_s, metavar="S",
+                   help=argparse.SUPPRESS)
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="another page origin allowed to call the API (repeatable), e.g. https://example.org")
     p.add_argument("--cluster", default=None, metavar="ray[:ADDRESS]",
@@ -57,6 +66,18 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--cluster-gpus", type=float, default=ClusterConfig.gpus_per_session, metavar="F",
                    help="with --cluster: the GPU share each session reserves (0 = any node, the default; "
                         "e.g. 0.25 = four sessions per GPU, on GPU nodes only)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the server answers to besides localhost and IP addresses (repeatable; "
+                        "e.g. the name an https proxy forwards): a guard against DNS rebinding")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                   help="a proxy's address or network (repeatable): only from it is X-Forwarded-For believed "
+                        "for rate limits and the per-client session cap")
+    p.add_argument("--ice-address", action="append", default=[], metavar="ADDR",
+                   help="a local address announced for media (repeatable; default: the --host address, or "
+                        "every interface for 0.0.0.0/::); behind a proxy, this machine's LAN address")
+    p.add_argument("--ice-peer-network", action="append", default=[], metavar="CIDR",
+                   help="a network media may be exchanged with (repeatable; default: this host when "
+                        "--host is loopback, else private networks); 0.0.0.0/0 and ::/0 allow any")
     p.add_argument("--debug-endpoints", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--echo-frame-ids", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--debug-step-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -74,6 +95,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             idle_timeout_s=args.idle_timeout, offer_timeout_s=args.offer_timeout,
             connect_timeout_s=args.connect_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
             create_rate_per_min=args.create_rate, create_burst=args.create_burst,
+            offer_rate_per_min=args.offer_rate, offer_burst=args.offer_burst,
+            max_sessions_per_client=args.max_sessions_per_client, max_session_s=args.max_session_length,
+            body_timeout_s=args.body_timeout, allowed_hosts=tuple(args.allow_host),
+            trusted_proxies=tuple(args.trusted_proxy), ice_addresses=tuple(args.ice_address),
+            ice_peer_networks=tuple(args.ice_peer_network),
             allowed_origins=tuple(args.allow_origin), debug_endpoints=args.debug_endpoints,
             echo_frame_ids=args.echo_frame_ids, debug_step_delay_ms=args.debug_step_delay_ms, cluster=cluster)
     except ValueError as e:
@@ -82,7 +108,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground until Ctrl+C. Returns the exit status."""
-    from .app import serve  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
+    from .app import (
+        serve,  # aiortc, aiohttp and MediaPipe load for `serve` only: other subcommands start fast
+    )
 
     config = config_from_args(args)
     for name in ("enliven.server", "enliven.cluster"):  # sessions created and ended; with --cluster, placed
