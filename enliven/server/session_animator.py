@@ -130,8 +130,8 @@ class SessionAnimator:
             time.sleep(self.debug.step_delay_s)
         step_ms = (time.perf_counter() - t0) * 1e3
         out = np.array(out)  # a writable copy
-        stamp_disclosure(out)
         self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
+        stamp_disclosure(out)  # after the watermark: the label's pixels stay exactly as drawn
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
