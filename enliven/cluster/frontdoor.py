@@ -50,8 +50,12 @@ class ActorLost(Exception):
     """A call to a session's actor failed: the actor or its node died, or it did not answer in time."""
 
 
-async def call(ref: Any, timeout_s: float) -> Any:
-    """The result of the actor call ``ref`` (a Ray ObjectRef). Raises ActorLost."""
+async def call(method: Any, *args: Any, timeout_s: float) -> Any:
+    """The result of the actor method call ``method.remote(*args)``. Raises ActorLost."""
+    try:
+        ref = method.remote(*args)
+    except Exception as e:  # Ray refuses to submit to an actor it no longer knows (its node died)
+        raise ActorLost(f"cannot reach the actor: {type(e).__name__}") from e
     try:
         return await asyncio.wait_for(ref, timeout_s)
     except TimeoutError as e:
@@ -96,11 +100,11 @@ class ActorEngine(SessionEngine):
         self.actor = self.door.placement.start_actor(self.slot, self.door.config, self.name, self.settings, self.debug)
         try:
             if upload is not None:
-                puts = [self.actor.put_upload.remote(Chunk(i, upload[i:i + CHUNK_BYTES], len(upload)))
-                        for i in range(0, len(upload), CHUNK_BYTES)]
-                await call(asyncio.gather(*puts), cluster.start_timeout_s)
-            reply = await call(self.actor.open.remote(self._token, "builtin" if upload is None else "uploaded"),
-                               cluster.start_timeout_s)
+                await asyncio.gather(*(call(self.actor.put_upload, Chunk(i, upload[i:i + CHUNK_BYTES], len(upload)),
+                                            timeout_s=cluster.start_timeout_s)
+                                       for i in range(0, len(upload), CHUNK_BYTES)))
+            reply = await call(self.actor.open, self._token, "builtin" if upload is None else "uploaded",
+                               timeout_s=cluster.start_timeout_s)
         except ActorLost as e:
             logger.warning("session %s: its actor on node %s did not start: %s", self.name[:8],
                            self.slot.node_id[:8], e)
@@ -125,7 +129,7 @@ class ActorEngine(SessionEngine):
         signalling.check_offer_unused(session)
         session.state, session.offered_s = SessionState.OFFERED, time.monotonic()  # a second offer gets 409
         try:
-            reply = await call(self.actor.answer.remote(sdp), cluster.call_timeout_s)
+            reply = await call(self.actor.answer, sdp, timeout_s=cluster.call_timeout_s)
         except ActorLost as e:
             self.door.registry.end_soon(session, LOST_REASON)
             raise HttpError(503, "busy", "the machine of this session stopped; create a new session",
@@ -147,8 +151,8 @@ class ActorEngine(SessionEngine):
         after, failing_since = SessionState.CREATED.value, None
         while True:
             try:
-                change: StateChange = await call(self.actor.next_state.remote(after, POLL_WAIT_S),
-                                                 POLL_WAIT_S + cluster.call_timeout_s)
+                change: StateChange = await call(self.actor.next_state, after, POLL_WAIT_S,
+                                                 timeout_s=POLL_WAIT_S + cluster.call_timeout_s)
             except ActorLost as e:
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -180,10 +184,10 @@ class ActorEngine(SessionEngine):
             return None
         read = next(self._reads)
         try:
-            first: Chunk = await call(actor.photo_chunk.remote(read, 0), cluster.call_timeout_s)
+            first: Chunk = await call(actor.photo_chunk, read, 0, timeout_s=cluster.call_timeout_s)
             parts, offset = [first.data], len(first.data)
             while 0 < offset < first.total:
-                chunk: Chunk = await call(actor.photo_chunk.remote(read, offset), cluster.call_timeout_s)
+                chunk: Chunk = await call(actor.photo_chunk, read, offset, timeout_s=cluster.call_timeout_s)
                 parts.append(chunk.data)
                 offset += len(chunk.data)
         except ActorLost as e:
@@ -200,7 +204,8 @@ class ActorEngine(SessionEngine):
         cluster = self.door.config.cluster
         if actor is not None and not self.lost and cluster is not None:
             try:
-                self.final = await call(actor.end.remote(self.end_reason), min(END_TIMEOUT_S, cluster.call_timeout_s))
+                self.final = await call(actor.end, self.end_reason,
+                                        timeout_s=min(END_TIMEOUT_S, cluster.call_timeout_s))
                 self.door.photos_left_at_end += self.final.photos_alive
                 if self.stats is not None:  # for the front door's log line of the session's end
                     self.stats.frames_in, self.stats.frames_out = self.final.frames_in, self.final.frames_out
@@ -267,7 +272,7 @@ class ClusterFrontDoor:
     async def state(self) -> dict[str, Any]:
         """Nodes, free slots, and each live session's actor: its node, process, frames and photos."""
         engines = [s.engine for s in self.registry.sessions.values() if isinstance(s.engine, ActorEngine)]
-        statuses = await asyncio.gather(*(call(e.actor.status.remote(), 5.0) for e in engines if e.actor is not None),
+        statuses = await asyncio.gather(*(call(e.actor.status, timeout_s=5.0) for e in engines if e.actor is not None),
                                         return_exceptions=True)
         live = [s for s in statuses if isinstance(s, ActorStatus)]
         nodes, free = await asyncio.to_thread(lambda: (self.placement.nodes(), self.placement.free_slots()))

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from server_harness import TEST_TIMEOUTS, Server, jpeg_bytes, run, start_server, stop_server, until
+from server_harness import NO_LIMITS, TEST_TIMEOUTS, Server, jpeg_bytes, run, start_server, stop_server, until
 
 from enliven.server.client import LoopbackClient, ServerRefused
 
@@ -53,7 +53,7 @@ def _frames_since(client: LoopbackClient, t: float) -> int:
 def server(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     s = start_server(tmp_path_factory.mktemp("front") / "server.log", "--cluster", f"ray:{ray_cluster.address}",
                      "--engine", "analytic", "--max-sessions", "20", "--cluster-wait", "2",
-                     "--create-rate", "6000", "--create-burst", "1000", *TEST_TIMEOUTS)
+                     *NO_LIMITS, *TEST_TIMEOUTS)  # the loopback clients share one address
     yield s
     stop_server(s)
 
