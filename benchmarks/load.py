@@ -14,7 +14,9 @@ channel, points.py); the server draws each message's frame number into its outpu
 
 Run: ``python -m benchmarks.load --sessions 1 4 --seconds 60 --write`` (writes the load section
 of benchmarks/RESULTS.md and benchmarks/results/load.json); with ``--upstream video landmarks`` the
-comparison goes to its own section (load_upstream) and results/load_upstream.json.
+comparison goes to its own section (load_upstream) and results/load_upstream.json. Reliability gates
+(RELIABILITY.md): L1 is ``--sessions 3 --fps 15``, M2 ``--sessions 1 --seconds 120``, T7 ``--sessions 3
+--busy-cores 1`` (a competing busy process per core named, for the whole run).
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def _start_server(sessions: int, size: int, log: Path, workers: int | None,
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
            "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100",
+           "--offer-rate", "600", "--offer-burst", "100", "--max-sessions-per-client", str(sessions),
            "--engine", engine]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -325,10 +328,27 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
     write_results_section(name, section)
 
 
+def _busy(cores: int) -> list[subprocess.Popen[bytes]]:
+    """``cores`` processes that spin (T7: the machine's CPU taken by someone else)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+
+
 def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 30.0, size: int = 256,
         write: bool = False, workers: tuple[int | None, ...] = (None,),
-        engines: tuple[str, ...] = ("trained",), upstreams: tuple[str, ...] = ("video",),
+        engines: tuple[str, ...] = ("trained",), busy_cores: int = 0, upstreams: tuple[str, ...] = ("video",),
         note: str = "") -> list[dict[str, Any]]:
+    busy = _busy(busy_cores)
+    try:
+        return _run(sessions, seconds, fps, size, write, workers, engines, busy_cores, upstreams, note)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+
+
+def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write: bool,
+         workers: tuple[int | None, ...], engines: tuple[str, ...], busy_cores: int,
+         upstreams: tuple[str, ...] = ("video",), note: str = "") -> list[dict[str, Any]]:
     results = []
     for upstream in upstreams:
         for engine in engines:
@@ -336,7 +356,7 @@ def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 
                 for n in sessions:
                     print(f"load: {engine}, {upstream}, {n} session(s), workers "
                           f"{w if w is not None else 'default'}, {seconds:g} s...", flush=True)
-                    results.append(bench(n, seconds, fps, size, w, engine, upstream))
+                    results.append({**bench(n, seconds, fps, size, w, engine, upstream), "busy_cores": busy_cores})
     table = markdown_table(results)
     print(table)
     for r in results:
@@ -388,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="generator of the sessions (default trained, the server's default)")
     p.add_argument("--upstream", nargs="+", choices=("video", "landmarks"), default=["video"],
                    help="what the clients send: camera video (default) or face points, as the page's landmarker does")
+    p.add_argument("--busy-cores", type=int, default=0, metavar="N",
+                   help="N competing processes spinning meanwhile (gate T7: CPU overload)")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results/load.json")
     p.add_argument("--note", default="", help="a sentence recorded with the results (e.g. what else ran)")
     p.add_argument("--rewrite", action="store_true",
@@ -397,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         rewrite(_record_name(tuple(a.upstream)))
         return 0
     run(tuple(a.sessions), a.seconds, a.fps, a.size, a.write, tuple(a.workers) if a.workers else (None,),
-        tuple(a.engine), tuple(a.upstream), a.note)
+        tuple(a.engine), a.busy_cores, tuple(a.upstream), a.note)
     return 0
 
 

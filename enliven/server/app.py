@@ -7,14 +7,18 @@ import asyncio
 import logging
 import os
 import signal
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from enliven.engine.defaults import builtin_photo
 
+from .backend import SessionBackend
 from .config import ServerConfig
+from .decoding import DecodeLimits, Decoder, no_core_dumps
 from .http_guards import RateLimiter, guard
 from .pool import WorkerPool
 from .routes import STATE, ServerState, add_routes
@@ -24,6 +28,8 @@ from .uploads import FORM_OVERHEAD_BYTES
 
 logger = logging.getLogger(__name__)
 
+LIMITER_PRUNE_INTERVAL_S = 10.0  # rate limiters forget idle addresses this often
+
 
 def worker_count(config: ServerConfig) -> int:
     """Inference worker processes to start: the configured number, or one per core (at most max_sessions)."""
@@ -32,16 +38,35 @@ def worker_count(config: ServerConfig) -> int:
     return max(1, min(os.cpu_count() or 1, config.max_sessions))
 
 
+def cluster_backend(config: ServerConfig) -> SessionBackend:
+    """The front door of ``--cluster``: sessions as Ray actors on the cluster's nodes."""
+    from enliven.cluster.frontdoor import ClusterFrontDoor  # Ray (the cluster extra), only with --cluster
+
+    return ClusterFrontDoor(config)
+
+
 def create_app(config: ServerConfig) -> web.Application:
-    """The aiohttp application (the registry and the worker pool start and stop with it)."""
+    """The aiohttp application (the registry and the worker pool, or the cluster, start and stop with it)."""
     app = web.Application(middlewares=[guard(config)],
                           client_max_size=config.max_upload_bytes + FORM_OVERHEAD_BYTES)
-    state = ServerState(config, Registry(config), RateLimiter(config.create_rate_per_min, config.create_burst))
+    backend = cluster_backend(config) if config.cluster is not None else None
+    registry = backend.registry if backend is not None else Registry(config)
+    limits = DecodeLimits(config.max_upload_bytes, config.max_photo_pixels, config.decode_memory_bytes,
+                          config.decode_cpu_s)
+    state = ServerState(config, registry, RateLimiter(config.create_rate_per_min, config.create_burst),
+                        RateLimiter(config.offer_rate_per_min, config.offer_burst),
+                        Decoder(limits, config.max_concurrent_decodes), backend=backend)
+    registry.on_end.append(lambda s: state.ended.add(s.id, s.token, s.end_reason))
+    registry.on_reap += [lambda: state.limiter.prune(LIMITER_PRUNE_INTERVAL_S),
+                         lambda: state.offer_limiter.prune(LIMITER_PRUNE_INTERVAL_S)]
     app[STATE] = state
 
     async def on_startup(app: web.Application) -> None:
+        await Decoder.start()
         workers = worker_count(config)
-        if workers > 0:
+        if backend is not None:  # no Animator runs here: the cluster's nodes hold them
+            await backend.start()
+        elif workers > 0:
             pool = WorkerPool(workers)
             state.pool = pool
             await pool.start()
@@ -53,11 +78,26 @@ def create_app(config: ServerConfig) -> web.Application:
         await state.registry.stop()
         if state.pool is not None:
             await state.pool.stop()
+        if backend is not None:
+            await backend.stop()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     add_routes(app, config)
     return app
+
+
+class _OneLineBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a broken chunked body, a malformed header) at ERROR with a
+    traceback: it is the client's fault, and one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "bad request from a client: %s", (str(exc).splitlines()[0][:200],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -74,6 +114,10 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 async def serve(config: ServerConfig, ready: Callable[[str], None] | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (or cancellation); ``ready(url)`` once it listens."""
+    no_core_dumps()  # the server holds uploads for a moment (it stays readable for monitoring tools)
+    logging.getLogger("aiohttp.server").addFilter(_OneLineBadRequests())
+    if config.debug_endpoints and os.environ.get("ENLIVEN_TRACEMALLOC"):
+        tracemalloc.start()  # /debug/state then lists the largest allocation sites (benchmarks/gates.py churn)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()

@@ -12,6 +12,7 @@ items: SessionAnimator.points, through PointsRequest to a worker.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from typing import TypeVar
 
 import av
 import numpy as np
+
+from enliven.engine.defaults import builtin_photo
 
 from .photos import PhotoCounter
 from .points import InputPoints
@@ -37,7 +40,7 @@ from .protocol import (
     RefusedReply,
     Reply,
 )
-from .session_animator import NO_DEBUG, DebugOptions, EngineSettings, SessionAnimator, decode_photo
+from .session_animator import NO_DEBUG, DebugOptions, EngineSettings, SessionAnimator
 from .stats import FrameStats
 from .tracks import InputFrame, NewestSlot, OutputFrame, SlotClosed
 
@@ -46,6 +49,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_INPUT_PIXELS = 1920 * 1080  # larger webcam frames are scaled down before they go to a worker
+
+
+def log_id(session_id: str) -> str:
+    """How logs, thread names and /debug/state name a session: the first 8 hex digits of its id's SHA-256
+    (never the id itself: it appears in URLs next to the token)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:8]
 
 
 class SessionEngine:
@@ -57,11 +66,13 @@ class SessionEngine:
     """
 
     def __init__(self, name: str, settings: EngineSettings, debug: DebugOptions = NO_DEBUG) -> None:
-        self.name = name
+        self.name = name  # the session's id: the worker's key for it (never logged)
+        self.short = log_id(name)
         self.debug = debug
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"enliven-{name[:6]}")
-        self.settings = settings  # the latest settings asked for and applied to a frame
-        self._pending: EngineSettings | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"enliven-{self.short}")
+        self.settings = settings  # the settings the latest frame was made with (a refused switch keeps the old)
+        self._pending: EngineSettings | None = None  # asked for, not yet handed to the Animator
+        self._asked: EngineSettings | None = None  # handed to the Animator (it may have refused a switch)
         self._reset_pending = False
         self._t0 = time.monotonic()
         self.face_count = 0
@@ -80,23 +91,23 @@ class SessionEngine:
 
     @property
     def pending_settings(self) -> EngineSettings:
-        return self._pending or self.settings
+        """The settings asked for last (not yet applied, or applied)."""
+        return self._pending or self._asked or self.settings
 
     def _take_pending(self) -> tuple[EngineSettings | None, bool]:
         new, self._pending = self._pending, None
         reset, self._reset_pending = self._reset_pending, False
         if new is not None:
-            self.settings = new
+            self._asked = new
         return new, reset
 
     def _session_time_s(self, item: InputFrame | InputPoints) -> float:
         return item.arrived_s - self._t0
 
-    async def prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
-        """Decode the upload (None: the built-in photo), find the face, build the Animator.
-
-        Returns the number of faces the detector saw. Raises the engine's EnlivenError kinds.
-        """
+    async def prepare(self, photo: np.ndarray | None) -> int:
+        """Find the face of ``photo`` ((H, W, 3) uint8 RGB, decoded by decoding.py; None: the built-in
+        photo) and build the Animator. Returns the number of faces the detector saw. Raises the engine's
+        EnlivenError kinds."""
         raise NotImplementedError
 
     async def animate(self, item: InputFrame | InputPoints) -> OutputFrame:
@@ -142,16 +153,16 @@ class ThreadEngine(SessionEngine):
         self._photos = photos
         self._session: SessionAnimator | None = None
 
-    def _prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
-        photo = decode_photo(upload, max_pixels, max_bytes)
+    def _prepare(self, photo: np.ndarray | None) -> int:
+        photo = builtin_photo() if photo is None else np.array(photo)  # a writable copy of its own
         session = SessionAnimator(photo, self.settings, self.debug)
         self._photos.track(photo)
         self._session = session
         self.face_count = session.face_count
         return self.face_count
 
-    async def prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
-        return await self.run(self._prepare, upload, max_pixels, max_bytes)
+    async def prepare(self, photo: np.ndarray | None) -> int:
+        return await self.run(self._prepare, photo)
 
     def _animate(self, item: InputFrame) -> OutputFrame:
         new, reset = self._take_pending()
@@ -159,6 +170,7 @@ class ThreadEngine(SessionEngine):
         if session is None:
             raise RuntimeError("the session's photo is gone")
         out = session.frame(item.frame.to_ndarray(format="rgb24"), self._session_time_s(item), new, reset)
+        self.settings = out.settings
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
@@ -169,6 +181,7 @@ class ThreadEngine(SessionEngine):
             raise RuntimeError("the session's photo is gone")
         msg = item.message
         out = session.points(msg.points, self._session_time_s(item), msg.frame_id, new, reset)
+        self.settings = out.settings
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
@@ -203,10 +216,16 @@ class ProcessEngine(SessionEngine):
         self._pool = pool
         self._worker: WorkerHandle | None = None
 
-    async def prepare(self, upload: bytes | None, max_pixels: int, max_bytes: int) -> int:
+    async def prepare(self, photo: np.ndarray | None) -> int:
         self._worker = await self._pool.assign(self.name)
-        request = PrepareRequest(self.name, upload, self.settings, max_pixels, max_bytes, self.debug)
+        if photo is None:
+            request = PrepareRequest(self.name, self.settings, 0, 0, self.debug)
+        else:
+            request = PrepareRequest(self.name, self.settings, photo.shape[0], photo.shape[1], self.debug,
+                                     np.ascontiguousarray(photo, np.uint8).data.cast("B"))  # sent as is
+        del photo
         reply = await self.run(self._worker.call, request)
+        del request
         if isinstance(reply, RefusedReply):
             raise reply.error()
         if not isinstance(reply, PreparedReply):
@@ -229,6 +248,7 @@ class ProcessEngine(SessionEngine):
                                                yuv.tobytes()))
         if not isinstance(reply, FrameReply):
             raise _unexpected(reply, "animate the frame")
+        self.settings = reply.settings
         side = reply.side
         planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
         out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
@@ -244,6 +264,7 @@ class ProcessEngine(SessionEngine):
                                                 points))
         if not isinstance(reply, FrameReply):
             raise _unexpected(reply, "animate the points")
+        self.settings = reply.settings
         side = reply.side
         planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
         out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
@@ -287,7 +308,7 @@ async def animate_newest(engine: SessionEngine, inbox: NewestSlot[InputFrame] | 
         try:
             out = await engine.animate(item)
         except WorkerError as e:  # the worker process died: this session cannot go on
-            logger.warning("session %s: %s", engine.name[:8], e)
+            logger.warning("session %s: %s", engine.short, e)
             return
         except Exception as e:  # one bad frame must not end the stream
             if engine.closed:

@@ -11,9 +11,11 @@ The server sends a request and waits for its reply; a worker answers each reques
     QuitRequest    -> (none: the worker exits)
 
 Any request may instead be answered by ErrorReply (it failed in the worker; the worker goes on). A
-worker's first message is ReadyReply. Frames travel as I420 planes (640x480: 460 KB): ``send`` writes
-a frame's planes as raw bytes after its header instead of pickling them, ``receive`` joins them again.
-The photo and everything derived from it live only in the worker; CloseRequest drops them.
+worker's first message is ReadyReply. Frames travel as I420 planes (640x480: 460 KB) and photos as RGB
+pixels: ``send`` writes them as raw bytes after their message's header instead of pickling them,
+``receive`` joins them again. A photo reaches the worker decoded (decoding.py runs in a child of the
+server): the uploaded file never does. The photo and everything derived from it live only in the
+worker; CloseRequest drops them.
 """
 from __future__ import annotations
 
@@ -29,14 +31,15 @@ from .session_animator import NO_DEBUG, DebugOptions, EngineSettings
 # --- requests (server -> worker) -------------------------------------------------------------
 @dataclass(frozen=True)
 class PrepareRequest:
-    """Decode the photo (None: the built-in one), find its face and build the session's Animator."""
+    """Find the photo's face and build the session's Animator (height 0: the built-in photo)."""
 
     sid: str
-    upload: bytes | None = field(repr=False)  # the uploaded file as received
     settings: EngineSettings
-    max_pixels: int  # photo width * height limit, checked from the header
-    max_bytes: int  # photo file size limit
+    height: int  # of the decoded photo, pixels; 0: the built-in photo
+    width: int  # of the decoded photo, pixels
     debug: DebugOptions = NO_DEBUG
+    rgb: bytes | memoryview = field(default=b"", repr=False)  # (height, width, 3) uint8 RGB as decoded;
+    #                                                          b"": the built-in photo
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,14 @@ class FrameReply:
     side: int  # of the animated square frame, pixels
     face_found: bool  # the driver's face was seen in this frame
     step_ms: float  # wall time of Animator.step in the worker
+    settings: EngineSettings  # the settings the frame was made with (a refused switch keeps the old ones)
     i420: bytes = field(repr=False)  # (side * 3 / 2, side) uint8 planes Y, U, V
 
 
 @dataclass(frozen=True)
 class PhotoReply:
-    png: bytes | None = field(repr=False)  # the photo as decoded, re-encoded as PNG; None: no such session
+    png: bytes | None = field(repr=False)  # the photo's preview (session_animator.PREVIEW_MAX_SIDE_PX), PNG;
+    #                                        None: no such session
 
 
 @dataclass(frozen=True)
@@ -156,10 +161,13 @@ class ProtocolError(RuntimeError):
 
 
 def send(conn: Connection, message: Request | Reply) -> None:
-    """Send one message on ``conn``; a frame's planes follow its header as raw bytes."""
+    """Send one message on ``conn``; a frame's planes or a photo's pixels follow its header as raw bytes."""
     if isinstance(message, (FrameRequest, FrameReply)):
         conn.send(replace(message, i420=b""))
         conn.send_bytes(message.i420)
+    elif isinstance(message, PrepareRequest):
+        conn.send(replace(message, rgb=b""))
+        conn.send_bytes(message.rgb)
     else:
         conn.send(message)
 
@@ -172,4 +180,6 @@ def receive(conn: Connection) -> Request | Reply:
         raise ProtocolError(f"expected a worker message; got {type(message).__name__}")
     if isinstance(message, (FrameRequest, FrameReply)):
         message = replace(message, i420=conn.recv_bytes())
+    elif isinstance(message, PrepareRequest):
+        message = replace(message, rgb=conn.recv_bytes())
     return message  # type: ignore[no-any-return]

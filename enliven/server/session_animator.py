@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
+import cv2
 import numpy as np
 
 from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
-from enliven.engine.defaults import builtin_photo
 from enliven.engine.disclosure import stamp_disclosure
-from enliven.engine.image_io import encode_png, load_photo
+from enliven.engine.image_io import encode_png
 from enliven.engine.motion import EyesMode, MotionGains, TransferMode
 from enliven.provenance.watermark import Watermarker
 
@@ -33,6 +33,7 @@ from .frame_ids import stamp_id
 logger = logging.getLogger(__name__)
 
 ECHO_ROWS = 16  # rows of the input copied into the output when echo_frame_ids is on (latency probes)
+PREVIEW_MAX_SIDE_PX = 1024  # GET /photo: the photo scaled to fit this (encoded once per session)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class AnimatedImage:
     image: np.ndarray  # (S, S, 3) uint8 RGB, the animated face crop with its disclosure label
     face_found: bool  # the driver's face was seen in this frame
     step_ms: float  # wall time of Animator.step (plus the debug delay)
+    settings: EngineSettings  # the settings the frame was made with (a refused switch keeps the old ones)
 
 
 def animator_config(settings: EngineSettings) -> AnimatorConfig:
@@ -75,13 +77,14 @@ def animator_config(settings: EngineSettings) -> AnimatorConfig:
                           engine=settings.engine, gains=settings.gains, eyes=settings.eyes)
 
 
-def decode_photo(upload: bytes | None, max_pixels: int, max_bytes: int,
-                 builtin: np.ndarray | None = None) -> np.ndarray:
-    """The uploaded photo decoded ((H, W, 3) uint8 RGB), or for None a copy of ``builtin`` (default: the
-    built-in photo). Raises the engine's BadImageError, UnsupportedFormatError, ImageTooLargeError."""
-    if upload is None:
-        return builtin_photo() if builtin is None else builtin.copy()
-    return load_photo(upload, max_pixels=max_pixels, max_bytes=max_bytes)
+def preview_png(photo: np.ndarray, max_side_px: int = PREVIEW_MAX_SIDE_PX) -> bytes:
+    """The photo ((H, W, 3) uint8 RGB) scaled to fit ``max_side_px`` (never enlarged), as PNG without metadata."""
+    h, w = photo.shape[:2]
+    scale = max_side_px / max(h, w)
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        photo = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    return encode_png(photo)
 
 
 class SessionAnimator:
@@ -98,6 +101,7 @@ class SessionAnimator:
             animator.close()
             raise
         self._photo: np.ndarray | None = photo  # (H, W, 3) uint8 RGB, as decoded
+        self._preview: bytes | None = None  # preview_png(photo), made on the first photo_png()
         self._animator: Animator | None = animator
         self.settings = settings  # the settings the Animator runs with
         self.debug = debug
@@ -132,7 +136,7 @@ class SessionAnimator:
         if self.debug.echo_frame_ids:
             w = min(out.shape[1], rgb.shape[1])
             out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
-        return AnimatedImage(out, bool(animator.last.face_found), step_ms)
+        return AnimatedImage(out, bool(animator.last.face_found), step_ms, self.settings)
 
     def points(self, points: np.ndarray | None, t_s: float, frame_id: int, settings: EngineSettings | None = None,
                reset_reference: bool = False) -> AnimatedImage:
@@ -157,13 +161,13 @@ class SessionAnimator:
         out = self._labelled(out)
         if self.debug.echo_frame_ids:
             stamp_id(out, frame_id)
-        return AnimatedImage(out, bool(animator.last.face_found), step_ms)
+        return AnimatedImage(out, bool(animator.last.face_found), step_ms, self.settings)
 
     def _labelled(self, out: np.ndarray) -> np.ndarray:
         """A writable copy of an animated frame with its disclosure: the visible label and the watermark."""
         out = np.array(out)
-        stamp_disclosure(out)
         self._watermark.embed(out, in_place=True)  # invisible, survives re-encoding: `enliven verify`
+        stamp_disclosure(out)  # after the watermark: the label's pixels stay exactly as drawn
         return out
 
     def _apply(self, new: EngineSettings) -> None:
@@ -190,12 +194,17 @@ class SessionAnimator:
             self.settings = replace(self.settings, gains=new.gains, eyes=new.eyes)
 
     def photo_png(self) -> bytes | None:
-        """The photo as decoded, re-encoded as PNG without metadata; None once closed."""
-        return None if self._photo is None else encode_png(self._photo)
+        """The photo's preview (preview_png: at most PREVIEW_MAX_SIDE_PX, PNG, no metadata), made once;
+        None once closed."""
+        if self._photo is None:
+            return None
+        if self._preview is None:
+            self._preview = preview_png(self._photo)
+        return self._preview
 
     def close(self) -> None:
-        """Drop the Animator and the photo. Idempotent."""
-        animator, self._animator, self._photo = self._animator, None, None
+        """Drop the Animator, the photo and its preview. Idempotent."""
+        animator, self._animator, self._photo, self._preview = self._animator, None, None, None
         if animator is not None:
             animator.close()
 

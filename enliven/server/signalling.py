@@ -1,10 +1,17 @@
 """WebRTC signalling of a session: the offer's checks, the answer, and the peer connection's wiring.
 
     POST /api/sessions/{id}/offer {"type": "offer", "sdp"} --> parse_offer --> check_offer_sdp
-        --> answer: RTCPeerConnection, setRemoteDescription --> on "track": the webcam is drained into
-            the session's inbox and animated (engines.animate_newest) into the AnimatedTrack sent back;
-            the microphone comes back as a DelayedAudioTrack; on "datachannel": channel.py
-        --> the answer's SDP
+        --> answer: RTCPeerConnection (video: VP8 only), setRemoteDescription of the checked SDP
+            --> ICE restricted (ice_policy.py), data-channel reassembly capped (_aiortc_guards.py)
+            --> on "track": the webcam is drained into the session's inbox (its decoder queue bounded) and
+                animated (engines.animate_newest) into the AnimatedTrack sent back; the microphone is
+                drained into a DelayedAudioTrack sent back; on "datachannel": channel.py
+        --> the answer's SDP (announcing the data channel's max-message-size)
+
+The offer is parsed by aiortc's own parser (aiortc.sdp.SessionDescription.parse) on the raw text before
+anything is built, so the checks count exactly the sections aiortc will set up (its parser splits lines
+on any line break, lone CR included). aiortc is then given those same lines, less the refused ICE
+candidates: what was checked is what is used.
 """
 from __future__ import annotations
 
@@ -13,16 +20,25 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from . import channel, upstream
+from ._aiortc_guards import bound_decoder_queue, cap_sctp_reassembly
 from ._jitter import use_low_latency_jitter_buffer
 from .config import ServerConfig
 from .engines import animate_newest
 from .http_guards import HttpError
+from .ice_policy import IcePolicy, IcePolicyError
 from .sessions import Registry, Session, SessionState
 from .stats import median_server_delay_s
 from .tracks import AnimatedTrack, DelayedAudioTrack, NewestSlot, drain
@@ -30,10 +46,12 @@ from .tracks import AnimatedTrack, DelayedAudioTrack, NewestSlot, drain
 logger = logging.getLogger(__name__)
 
 SDP_SETUP_TIMEOUT_S = 10.0  # setRemoteDescription + createAnswer (host candidates only: well under 1 s)
-
-_MEDIA_RE = re.compile(r"^m=(\w+) ", re.M)
-_FINGERPRINT_RE = re.compile(
-    r"^a=fingerprint:(sha-1|sha-224|sha-256|sha-384|sha-512) [0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$")
+MAX_CHANNEL_STREAMS = 16  # SCTP streams (data channels) a client may open
+MEDIA_KINDS = ("video", "audio", "application")
+VIDEO_CODECS = ("video/VP8", "video/rtx")  # what the server decodes: VP8 key frames declare their size
+FINGERPRINT_BYTES = {"sha-256": 32, "sha-384": 48, "sha-512": 64}  # DTLS certificate hashes accepted
+_HEX_PAIRS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*$")
+_CANDIDATE = "a=candidate:"
 _OFFER_SHAPE = 'expected JSON {"type": "offer", "sdp": "..."}'
 
 
@@ -41,40 +59,90 @@ def parse_offer(raw: bytes) -> str:
     """The SDP of an offer's JSON body. Raises HttpError(400)."""
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise HttpError(400, "bad_offer", _OFFER_SHAPE) from e
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise HttpError(400, "bad_offer", _OFFER_SHAPE)
     return str(body["sdp"])
 
 
-def check_offer_sdp(sdp: str, config: ServerConfig) -> None:
-    """Cheap structural checks before aiortc parses the offer. Raises HttpError(400)."""
-    def bad(message: str) -> HttpError:
-        return HttpError(400, "bad_offer", message)
+@dataclass(frozen=True)
+class CheckedOffer:
+    """An offer that passed ``check_offer_sdp``."""
 
+    sdp: str  # what aiortc is given: the offer's lines as aiortc splits them, refused candidates left out
+    kinds: tuple[str, ...]  # the media sections' kinds, in order
+    candidates: int  # ICE candidates kept
+    refused_candidates: int  # ICE candidates left out (outside the peer networks, or mDNS names)
+
+
+def _bad(message: str) -> HttpError:
+    return HttpError(400, "bad_offer", message)
+
+
+def check_offer_sdp(sdp: str, config: ServerConfig, policy: IcePolicy | None = None) -> CheckedOffer:
+    """Parse the offer with aiortc's parser and check what it would set up: at most ``max_offer_video``
+    video and ``max_offer_audio`` audio sections plus one data channel (m=application), each with a mid,
+    ICE credentials, a DTLS role and sha-256/384/512 fingerprints; at most ``max_sdp_candidates``
+    candidates. Raises HttpError(400). Candidates ``policy`` refuses are left out of the returned SDP."""
+    policy = policy or IcePolicy.for_config(config)
     if not sdp.startswith("v=0"):
-        raise bad("expected an SDP offer starting with v=0")
-    kinds = _MEDIA_RE.findall(sdp)
-    if len(kinds) > config.max_sdp_media:
-        raise bad(f"expected at most {config.max_sdp_media} media sections; got {len(kinds)}")
-    if kinds.count("video") != 1:
-        raise bad(f"expected exactly one video section (the webcam); got {kinds.count('video')}")
-    if kinds.count("audio") > 1 or kinds.count("application") != 1:
-        raise bad("expected at most one audio section and exactly one data channel (m=application)")
-    if any(k not in ("video", "audio", "application") for k in kinds):
-        raise bad("expected only video, audio and application media sections")
-    if sdp.count("a=candidate:") > config.max_sdp_candidates:
-        raise bad(f"expected at most {config.max_sdp_candidates} ICE candidates")
-    for needed in ("a=fingerprint:", "a=ice-ufrag:", "a=ice-pwd:", "a=setup:"):
-        if needed not in sdp:
-            raise bad(f"the offer has no {needed[2:-1]}")
-    for line in re.findall(r"^a=fingerprint:.*$", sdp, re.M):
-        if not _FINGERPRINT_RE.match(line.rstrip("\r")):
-            raise bad("expected a=fingerprint:sha-256 (or sha-384/512) followed by colon-separated hex bytes")
-    sections = _MEDIA_RE.split(sdp)[1:]  # aiortc 1.16 breaks on a media section without a=mid
-    if any("a=mid:" not in body for body in sections[1::2]):
-        raise bad("every media section needs an a=mid line")
+        raise _bad("expected an SDP offer starting with v=0")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as e:  # aiortc's parser raises many kinds (and asserts) on malformed input
+        raise _bad(f"malformed SDP ({type(e).__name__})") from e
+    kinds = tuple(m.kind for m in parsed.media)
+    if any(k not in MEDIA_KINDS for k in kinds):
+        raise _bad("expected only video, audio and application media sections")
+    if kinds.count("video") > config.max_offer_video or kinds.count("audio") > config.max_offer_audio:
+        raise _bad(f"expected at most {config.max_offer_video} video and {config.max_offer_audio} audio "
+                   f"sections; got {kinds.count('video')} and {kinds.count('audio')}")
+    if kinds.count("application") != 1:
+        raise _bad("expected exactly one data channel section (m=application)")
+    mids = [m.rtp.muxId for m in parsed.media]
+    if any(not mid for mid in mids) or len(set(mids)) != len(mids):
+        raise _bad("every media section needs its own a=mid line")
+    for group in parsed.group:
+        if group.semantic == "BUNDLE" and any(str(item) not in mids for item in group.items):
+            raise _bad("a=group:BUNDLE names a media section the offer does not have")
+    for media in parsed.media:
+        _check_transport(media)
+    offered = sum(len(m.ice_candidates) for m in parsed.media)
+    if offered > config.max_sdp_candidates:
+        raise _bad(f"expected at most {config.max_sdp_candidates} ICE candidates; got {offered}")
+    kept, refused = _without_refused_candidates(sdp, policy)
+    return CheckedOffer("\r\n".join(kept) + "\r\n", kinds, offered - refused, refused)
+
+
+def _check_transport(media: Any) -> None:
+    if not media.ice.usernameFragment or not media.ice.password:
+        raise _bad("the offer has no ice-ufrag or ice-pwd")
+    if media.dtls is None:
+        raise _bad("the offer has no setup (DTLS role)")
+    if not media.dtls.fingerprints:
+        raise _bad("the offer has no fingerprint")
+    for fp in media.dtls.fingerprints:
+        size = FINGERPRINT_BYTES.get(fp.algorithm.lower())
+        if size is None or not _HEX_PAIRS.match(fp.value) or len(fp.value) != 3 * size - 1:
+            raise _bad("expected a=fingerprint:sha-256 (or sha-384/512) followed by its colon-separated hex bytes")
+
+
+def _without_refused_candidates(sdp: str, policy: IcePolicy) -> tuple[list[str], int]:
+    """The offer's lines, split as aiortc splits them, less the candidate lines the policy refuses (and
+    candidate lines before the first media section, which aiortc ignores). Returns (lines, refused)."""
+    kept, refused, in_media = [], 0, False
+    for line in sdp.splitlines():
+        in_media = in_media or line.startswith("m=")
+        if line.startswith(_CANDIDATE):
+            if not in_media:
+                continue
+            host = candidate_from_sdp(line[len(_CANDIDATE):]).ip  # parsed once already: aiortc accepted it
+            if policy.refuse_candidate(host):
+                refused += 1
+                continue
+        kept.append(line)
+    return kept, refused
 
 
 def check_offer_unused(session: Session) -> None:
@@ -83,19 +151,26 @@ def check_offer_unused(session: Session) -> None:
         raise HttpError(409, "offer_used", "this session has already received its offer; create a new session")
 
 
-async def answer(session: Session, sdp: str, registry: Registry, config: ServerConfig) -> RTCSessionDescription:
+async def answer(session: Session, offer: CheckedOffer, registry: Registry,
+                 config: ServerConfig) -> RTCSessionDescription:
     """Take a checked offer: a peer connection wired to the session, and its answer. Raises HttpError
     (400 when aiortc cannot use the offer, 403 when the session ended meanwhile, 409 when another offer
     won)."""
     check_offer_unused(session)  # a concurrent offer may have won while the body was read
-    kind = upstream.offered_upstream(sdp)  # "landmarks": the page sends face points, no video
+    kind = upstream.offered_upstream(offer.sdp)  # "landmarks": the page sends face points, no video
     upstream.check_upstream(kind, config)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session.pc = pc
     _wire(session, pc, registry, config)
     try:
-        await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer")),
+        if "video" in offer.kinds:  # VP8 only: its key frames declare their size before decoding
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            pc.addTransceiver("video", direction="sendrecv").setCodecPreferences(
+                [c for c in codecs if c.mimeType in VIDEO_CODECS])
+        await asyncio.wait_for(pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer")),
                                SDP_SETUP_TIMEOUT_S)
+        IcePolicy.for_config(config).apply(pc)
+        _cap_channel(session, pc, registry, config)
         if kind == "landmarks":
             upstream.start_landmarks(session, pc, registry, config)
         elif not any(t.kind == "video" for t in session.remote_tracks):
@@ -106,6 +181,11 @@ async def answer(session: Session, sdp: str, registry: Registry, config: ServerC
             raise ValueError("no video codec in common")
     except asyncio.CancelledError:
         raise
+    except IcePolicyError as e:
+        await _drop_pc(session)
+        logger.warning("session %s: %s", session.short, e)
+        raise HttpError(503, "server_misconfigured", "the server cannot restrict its network use with this "
+                                                     "aiortc version; try again later", {"Retry-After": "60"}) from e
     except Exception as e:  # aiortc raises many kinds on bad SDP; all are the client's fault here
         await _drop_pc(session)
         logger.info("session %s: offer refused: %s", session.short, type(e).__name__)
@@ -115,7 +195,32 @@ async def answer(session: Session, sdp: str, registry: Registry, config: ServerC
         raise HttpError(403, "forbidden", "the session ended")
     session.state = SessionState.OFFERED
     session.offered_s = time.monotonic()
-    return pc.localDescription
+    local = pc.localDescription
+    sdp = re.sub(r"(?m)^a=max-message-size:\d+", f"a=max-message-size:{config.max_channel_message_bytes}",
+                 local.sdp)
+    return RTCSessionDescription(sdp=sdp, type=local.type)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(what: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        logger.warning("aiortc is not as expected: %s (keeping aiortc's behaviour)", what)
+
+
+def _cap_channel(session: Session, pc: RTCPeerConnection, registry: Registry, config: ServerConfig) -> None:
+    """A client that sends a data-channel message larger than the answer announced is ended."""
+    if pc.sctp is None:
+        return
+
+    def violated(reason: str) -> None:
+        if session.pc is pc:
+            registry.end_soon(session, "data-channel limit broken")
+
+    if not cap_sctp_reassembly(pc.sctp, config.max_channel_message_bytes, MAX_CHANNEL_STREAMS, violated):
+        _warn_once("the data channel's reassembly cannot be capped")
 
 
 async def _drop_pc(session: Session) -> None:
@@ -143,15 +248,16 @@ def _wire(session: Session, pc: RTCPeerConnection, registry: Registry, config: S
             return
         session.remote_tracks.append(track)
         if track.kind == "video":
-            if config.low_latency_jitter_buffer:
-                for t in pc.getTransceivers():
-                    if t.receiver.track is track and not use_low_latency_jitter_buffer(t.receiver):
-                        logger.warning("aiortc's jitter buffer is not as expected; keeping it (+1 frame latency)")
+            for t in pc.getTransceivers():
+                if t.receiver.track is track:
+                    _guard_video_receiver(session, t.receiver, config)
             pc.addTrack(AnimatedTrack(session.outbox, session.stats))
             session.spawn(_drain_then_end(session, track, registry), "drain")
             session.spawn(_animate_then_end(session, registry), "process")
         elif track.kind == "audio":  # the microphone comes back, delayed to stay in sync with the video
-            pc.addTrack(DelayedAudioTrack(track, lambda: median_server_delay_s(session.stats)))
+            audio = DelayedAudioTrack(track, lambda: median_server_delay_s(session.stats))
+            pc.addTrack(audio)
+            session.spawn(audio.drain(), "audio")  # even when the client does not take it back
 
     @pc.on("datachannel")
     def on_datachannel(ch: Any) -> None:
@@ -178,6 +284,22 @@ def _wire(session: Session, pc: RTCPeerConnection, registry: Registry, config: S
     def on_state() -> None:
         if session.pc is pc and pc.connectionState in ("failed", "closed"):
             registry.end_soon(session, f"connection {pc.connectionState}")
+
+
+def _guard_video_receiver(session: Session, receiver: Any, config: ServerConfig) -> None:
+    """The webcam's receiver: frames released on their marker bit; at most a few encoded frames waiting
+    for the decoder; frames larger than max_webcam_pixels dropped before decoding."""
+    if config.low_latency_jitter_buffer and not use_low_latency_jitter_buffer(receiver):
+        _warn_once("the jitter buffer cannot be replaced (+1 frame latency)")
+
+    def dropped(why: str) -> None:
+        if why == "oversized":
+            session.stats.dropped_oversized += 1
+        else:
+            session.stats.dropped_undecoded += 1
+
+    if not bound_decoder_queue(receiver, config.max_webcam_pixels, dropped):
+        _warn_once("the decoder queue cannot be bounded")
 
 
 async def _drain_then_end(session: Session, track: MediaStreamTrack, registry: Registry) -> None:

@@ -18,6 +18,8 @@ class FrameStats:
         self.frames_out = 0
         self.last_in_s = 0.0  # time.monotonic() of the last webcam frame
         self.errors = 0
+        self.dropped_oversized = 0  # webcam frames larger than max_webcam_pixels, dropped before decoding
+        self.dropped_undecoded = 0  # encoded webcam frames dropped because the decoder fell behind
         self.server_ms: deque[float] = deque(maxlen=window)  # input arrival -> handed to the encoder
         self.step_ms: deque[float] = deque(maxlen=window)
         self._last = (time.monotonic(), 0, 0)

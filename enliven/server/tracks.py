@@ -3,11 +3,13 @@
     remote video track --drain--> inbox (NewestSlot: one frame, newer replaces older)
         --> the session's engine (engines.py) --> outbox (NewestSlot) --> AnimatedTrack.recv()
         --> aiortc's VP8/H264 encoder
-    remote audio track --> DelayedAudioTrack (held back as long as the video spends in the server)
+    remote audio track --DelayedAudioTrack.drain--> at most MAX_HELD_AUDIO_S of sound, each piece held back
+        as long as the video spends in the server --> DelayedAudioTrack.recv() --> aiortc's Opus encoder
 
-Frames are never queued: aiortc's queue behind ``recv()`` is unbounded, so the drain task reads it
-continuously and keeps only the newest frame; when the engine is slower than the webcam, frames
-are dropped (counted) and the output frame rate falls while latency stays bounded.
+Frames are never queued: aiortc's queue behind ``recv()`` is unbounded, so the drain tasks read it
+continuously and keep only the newest video frame (and a bounded stretch of sound, even when the
+client never asked for its microphone back); when the engine is slower than the webcam, frames are
+dropped (counted) and the output frame rate falls while latency stays bounded.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .stats import FrameStats
 
 VIDEO_CLOCK_RATE = 90_000  # RTP clock of video, ticks per second
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+MAX_HELD_AUDIO_S = 1.0  # sound older than this is dropped, whether or not anyone sends it back
 
 T = TypeVar("T")
 
@@ -138,27 +141,63 @@ class DelayedAudioTrack(MediaStreamTrack):
 
     The animated video leaves the server one processing time (landmarks, warp, encode queue)
     after its webcam frame arrived; relaying the audio at once would put speech ahead of the
-    lips by that much (up to a few hundred ms under load). Each audio frame is held until it is
-    ``delay_s()`` old; when the delay shrinks, the held frames go out at once.
+    lips by that much (up to a few hundred ms under load). ``drain`` (run as the session's task)
+    reads the source as fast as it gives sound, so aiortc's queue behind it never grows, and keeps
+    at most ``max_held_s`` of it; ``recv`` hands each piece on once it is ``delay_s()`` old. When
+    the delay shrinks, the held pieces go out at once.
     """
 
     kind = "audio"
 
-    def __init__(self, source: MediaStreamTrack, delay_s: Callable[[], float], max_delay_s: float = 0.5) -> None:
+    def __init__(self, source: MediaStreamTrack, delay_s: Callable[[], float], max_delay_s: float = 0.5,
+                 max_held_s: float = MAX_HELD_AUDIO_S) -> None:
         super().__init__()
         self._source = source
         self._delay_s = delay_s
         self._max_delay_s = max_delay_s
+        self._max_held_s = max(max_held_s, max_delay_s)
         self._held: deque[tuple[float, av.AudioFrame]] = deque()
+        self._held_s = 0.0  # duration of the held sound
+        self._arrived = asyncio.Event()
+        self._source_ended = False
+        self.dropped = 0  # pieces of sound dropped unsent (nobody read them in time)
 
-    def _due(self) -> bool:
-        if not self._held:
-            return False
-        delay = min(max(self._delay_s(), 0.0), self._max_delay_s)
-        return time.monotonic() - self._held[0][0] >= delay
+    async def drain(self) -> None:
+        """Read the source until it ends, keeping at most ``max_held_s`` of sound (by its duration and by its
+        age: a client may send sound faster than it plays)."""
+        try:
+            while True:
+                frame = await self._source.recv()
+                now = time.monotonic()
+                self._held.append((now, frame))
+                self._held_s += _duration_s(frame)
+                while self._held and (self._held_s > self._max_held_s or now - self._held[0][0] > self._max_held_s):
+                    self._held_s -= _duration_s(self._held.popleft()[1])
+                    self.dropped += 1
+                self._arrived.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self._source_ended = True
+            self._arrived.set()
 
     async def recv(self) -> av.AudioFrame:
-        while not self._due():
-            frame = await self._source.recv()  # MediaStreamError ends this track with its source
-            self._held.append((time.monotonic(), frame))
-        return self._held.popleft()[1]
+        while True:
+            if self._held:
+                delay = min(max(self._delay_s(), 0.0), self._max_delay_s)
+                wait = self._held[0][0] + delay - time.monotonic()
+                if wait <= 0:
+                    frame = self._held.popleft()[1]
+                    self._held_s -= _duration_s(frame)
+                    return frame
+                await asyncio.sleep(min(wait, 0.02))  # the delay may shrink meanwhile
+                continue
+            if self._source_ended or self.readyState != "live":
+                self.stop()
+                raise MediaStreamError
+            self._arrived.clear()
+            await self._arrived.wait()
+
+
+def _duration_s(frame: av.AudioFrame) -> float:
+    return frame.samples / frame.sample_rate if frame.sample_rate else 0.02

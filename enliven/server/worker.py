@@ -6,6 +6,8 @@ one another (measured: benchmarks/RESULTS.md). A small fixed pool of worker proc
 core by default, pool.py) holds the Animators instead; each session is pinned to one worker, and
 each worker animates one frame at a time. The messages are in protocol.py; each session's frames go
 through the same SessionAnimator as in a thread of the server (session_animator.py).
+
+A worker holds photos: it writes no core file and is not dumpable (decoding.harden_process).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from enliven.engine.choices import ENGINES
 from enliven.engine.defaults import builtin_photo
 from enliven.engine.errors import EnlivenError
 
+from .decoding import harden_process
 from .photos import PhotoCounter
 from .protocol import (
     ClosedReply,
@@ -43,7 +46,7 @@ from .protocol import (
     receive,
     send,
 )
-from .session_animator import SessionAnimator, decode_photo, warm_up
+from .session_animator import SessionAnimator, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,11 @@ class Worker:
 
     def prepare(self, request: PrepareRequest) -> PreparedReply | RefusedReply:
         self.close(request.sid)
+        if request.height == 0:
+            photo = self.builtin.copy()
+        else:  # a copy: the request (and its buffer) is dropped once answered
+            photo = np.frombuffer(request.rgb, np.uint8).reshape(request.height, request.width, 3).copy()
         try:
-            photo = decode_photo(request.upload, request.max_pixels, request.max_bytes, self.builtin)
             session = SessionAnimator(photo, request.settings, request.debug)
         except EnlivenError as e:
             return RefusedReply.of(e)
@@ -100,7 +106,7 @@ class Worker:
         rgb = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
         out = session.frame(rgb, request.t_s, request.settings, request.reset_reference)
         i420 = cv2.cvtColor(np.ascontiguousarray(out.image), cv2.COLOR_RGB2YUV_I420)
-        return FrameReply(out.image.shape[0], out.face_found, out.step_ms, i420.tobytes())
+        return FrameReply(out.image.shape[0], out.face_found, out.step_ms, out.settings, i420.tobytes())
 
     def points(self, request: PointsRequest) -> FrameReply | ErrorReply:
         session = self.sessions.get(request.sid)
@@ -109,7 +115,7 @@ class Worker:
         pts = None if request.points is None else np.frombuffer(request.points, np.float32).reshape(-1, 3)
         out = session.points(pts, request.t_s, request.frame_id, request.settings, request.reset_reference)
         i420 = cv2.cvtColor(np.ascontiguousarray(out.image), cv2.COLOR_RGB2YUV_I420)
-        return FrameReply(out.image.shape[0], out.face_found, out.step_ms, i420.tobytes())
+        return FrameReply(out.image.shape[0], out.face_found, out.step_ms, out.settings, i420.tobytes())
 
     def close(self, sid: str) -> None:
         session = self.sessions.pop(sid, None)
@@ -121,6 +127,7 @@ def worker_main(conn: Connection) -> None:
     """Entry point of a worker process: serve requests on ``conn`` until QuitRequest or the pipe closes."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    harden_process()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = Worker()
     worker.warm_up()

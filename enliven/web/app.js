@@ -273,7 +273,7 @@
       run.timers.push(setInterval(() => {
         send({ type: "ping", t: performance.now() });
         // The server answers every ping: silence for 5 s means it is gone (ICE alone takes ~30 s).
-        if (live === run && performance.now() - run.lastHeard > 5000) stop("Lost the connection to the server.", "error");
+        if (live === run && !run.asking && performance.now() - run.lastHeard > 5000) lost(run);
       }, 1000));
     });
     dc.addEventListener("close", () => {
@@ -316,6 +316,20 @@
         stop(`The server ended the session (${m.reason}).`, m.reason === "deleted by the user" ? "" : "error");
       }
     });
+  }
+
+  // The session went quiet: ask the page's server why (with --cluster, the machine animating it may be gone).
+  async function lost(run) {
+    run.asking = true;
+    let why = "";
+    try {
+      const r = await fetch(`/api/sessions/${encodeURIComponent(run.session)}`, {
+        headers: { Authorization: `Bearer ${run.token}` }, signal: AbortSignal.timeout(3000),
+      });
+      const body = await r.json();
+      if (body.state === "ended" && body.reason) why = `: the session ended (${body.reason})`;
+    } catch (e) { /* the server is unreachable too */ }
+    if (live === run) stop(`Lost the connection to the server${why}.`, "error");
   }
 
   function showFace(found) {

@@ -300,7 +300,7 @@ def test_malformed_offers_get_400_never_500(server: Server) -> None:
                                          data=json.dumps({"type": "offer", "sdp": mutated}),
                                          headers={"Authorization": f"Bearer {c.token}"}) as r:
                         out.append((f"line {i} removed", r.status, await r.json(content_type=None)))
-                    if r.status == 200:  # accepted: that session is used; take a fresh one
+                    if r.status in (200, 403):  # accepted (or it failed at once): take a fresh session
                         await c.delete()
                         c.session_id = None
                         await c.create()
@@ -396,7 +396,7 @@ def test_capacity_503_and_rate_limit_429(tmp_path: Path) -> None:
         stop_server(tight)
 
 
-ABUSE_CODES = {"too_large", "bad_message", "unknown_type", "bad_value"}
+ABUSE_CODES = {"bad_message", "unknown_type", "bad_value"}
 
 
 def _error_codes(client: LoopbackClient) -> list[str | None]:
@@ -411,7 +411,10 @@ def test_data_channel_abuse_is_contained(server: Server, clip: list[np.ndarray])
         try:
             await c.connect()
             await asyncio.wait_for(c.first_frame.wait(), 30)
-            c.send("x" * 100_000)
+            # larger messages cannot be sent: the answer announces a 64 KiB limit, which aiortc (and browsers)
+            # keep to; a client that breaks it is ended (test_server_hostile.py)
+            assert c.pc.sctp._remote_max_message_size == 65536
+            c.send("x" * 60_000)
             c.send("{not json")
             c.send('"a string"')
             c.send('{"type": "launch_missiles"}')

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import Server, start_server, stop_server, write_y4m
+from server_harness import NO_LIMITS, Server, start_server, stop_server, write_y4m
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -74,8 +74,7 @@ def _best_alignment(times_s: np.ndarray, values: np.ndarray, reference: np.ndarr
 
 @pytest.fixture(scope="module")
 def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    s = start_server(tmp_path_factory.mktemp("browser") / "server.log", "--create-rate", "600",
-                     "--create-burst", "100", echo_frame_ids=False)
+    s = start_server(tmp_path_factory.mktemp("browser") / "server.log", *NO_LIMITS, echo_frame_ids=False)
     yield s
     stop_server(s)
 

@@ -8,8 +8,9 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from server_harness import label_mismatch
 
-from enliven.engine.errors import EnlivenError, NoFaceError, UnsupportedFormatError
+from enliven.engine.errors import EnlivenError, NoFaceError
 from enliven.engine.motion import TransferMode
 from enliven.server.protocol import (
     ClosedReply,
@@ -44,9 +45,8 @@ def webcam(astronaut: np.ndarray) -> np.ndarray:
 
 
 def _labelled(image: np.ndarray) -> bool:
-    """The "AI-generated" label: a black box with white text in the bottom-right corner."""
-    corner = image[-20:, -100:].astype(np.int16)
-    return bool(corner.min() < 60 and corner.max() > 180)
+    """The "AI-generated" label, exactly as stamp_disclosure draws it, in the bottom-right corner."""
+    return label_mismatch(image) == 0.0
 
 
 def test_messages_cross_a_pipe_as_named_types() -> None:
@@ -56,11 +56,11 @@ def test_messages_cross_a_pipe_as_named_types() -> None:
         frame = FrameRequest("sid", 1.5, 4, 4, replace(ANALYTIC, mode=TransferMode.ABSOLUTE), True, planes)
         send(here, frame)
         assert receive(there) == frame  # the planes travel beside the header and are joined again
-        prepare = PrepareRequest("sid", b"photo", ANALYTIC, 100, 200, DebugOptions(echo_frame_ids=True))
+        prepare = PrepareRequest("sid", ANALYTIC, 2, 3, DebugOptions(echo_frame_ids=True), bytes(range(18)))
         send(here, prepare)
-        assert receive(there) == prepare
-        send(there, FrameReply(2, True, 3.0, bytes(6)))
-        assert receive(here) == FrameReply(2, True, 3.0, bytes(6))
+        assert receive(there) == prepare  # the photo's pixels travel beside the header too
+        send(there, FrameReply(2, True, 3.0, ANALYTIC, bytes(6)))
+        assert receive(here) == FrameReply(2, True, 3.0, ANALYTIC, bytes(6))
         here.send(("frame", "sid"))  # a tuple is no message of this protocol
         with pytest.raises(ProtocolError):
             receive(there)
@@ -127,21 +127,42 @@ def test_every_streamed_frame_carries_the_sessions_invisible_watermark(astronaut
 
 def test_worker_answers_each_request(webcam: np.ndarray) -> None:
     worker = Worker()
-    reply = worker.handle(PrepareRequest("a", None, ANALYTIC, 25_000_000, 2**20))
+    reply = worker.handle(PrepareRequest("a", ANALYTIC, 0, 0))  # the built-in photo
     assert reply == PreparedReply(face_count=1)
     i420 = cv2.cvtColor(webcam, cv2.COLOR_RGB2YUV_I420).tobytes()
     reply = worker.handle(FrameRequest("a", 0.0, 480, 640, None, False, i420))
-    assert isinstance(reply, FrameReply) and reply.side == 256 and reply.face_found
+    assert isinstance(reply, FrameReply) and reply.side == 256 and reply.face_found and reply.settings == ANALYTIC
     assert len(reply.i420) == 256 * 256 * 3 // 2
     photo = worker.handle(PhotoRequest("a"))
     assert isinstance(photo, PhotoReply) and photo.png is not None and photo.png.startswith(b"\x89PNG")
     assert worker.handle(StatsRequest()) == StatsReply(sessions=1, photos_alive=1)
-    refused = worker.handle(PrepareRequest("b", b"hello, this is not a photo", ANALYTIC, 25_000_000, 2**20))
-    assert isinstance(refused, RefusedReply) and isinstance(refused.error(), UnsupportedFormatError)
+    blank = np.full((300, 400, 3), 128, np.uint8)  # decoded pixels (the upload never reaches a worker)
+    refused = worker.handle(PrepareRequest("b", ANALYTIC, 300, 400, rgb=blank.tobytes()))
+    assert isinstance(refused, RefusedReply) and isinstance(refused.error(), NoFaceError)
+    assert "b" not in worker.sessions, "a refused photo leaves no Animator behind"
     assert worker.handle(CloseRequest("a")) == ClosedReply(photos_alive=0), "closing drops the photo"
     gone = worker.handle(FrameRequest("a", 0.1, 480, 640, None, False, i420))
     assert isinstance(gone, ErrorReply) and gone.kind == "gone"
     assert worker.handle(PhotoRequest("a")) == PhotoReply(None)
+
+
+def test_a_refused_switch_keeps_and_reports_the_settings_in_use(astronaut: np.ndarray, webcam: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stats report the settings a frame was made with: when a new Animator cannot be built (e.g. missing
+    weights), the session goes on with the old one and says so."""
+    import enliven.server.session_animator as sa
+
+    session = SessionAnimator(astronaut.copy(), ANALYTIC)
+    try:
+        def refuse(self: object, photo: np.ndarray) -> None:
+            raise RuntimeError("no weights here")
+
+        monkeypatch.setattr(sa.Animator, "prepare", refuse)
+        out = session.frame(webcam, t_s=0.0, settings=replace(ANALYTIC, crop_size_px=512))
+        assert out.settings == ANALYTIC and out.image.shape == (256, 256, 3)
+    finally:
+        monkeypatch.undo()
+        session.close()
 
 
 def test_face_points_go_through_the_same_routine(astronaut: np.ndarray, webcam: np.ndarray) -> None:
@@ -177,10 +198,10 @@ def test_worker_answers_points_requests(webcam: np.ndarray) -> None:
     with LandmarkTracker(smooth=False) as tracker:
         points = tracker.track(webcam, 0.0)
     assert points is not None
-    assert worker.handle(PrepareRequest("p", None, ANALYTIC, 25_000_000, 2**20)) == PreparedReply(face_count=1)
+    assert worker.handle(PrepareRequest("p", ANALYTIC, 0, 0)) == PreparedReply(face_count=1)  # the built-in photo
     try:
         reply = worker.handle(PointsRequest("p", 0.0, 7, None, False, points.astype("<f4").tobytes()))
-        assert isinstance(reply, FrameReply) and reply.side == 256 and reply.face_found
+        assert isinstance(reply, FrameReply) and reply.side == 256 and reply.face_found and reply.settings == ANALYTIC
         assert len(reply.i420) == 256 * 256 * 3 // 2
         none = worker.handle(PointsRequest("p", 0.04, 8, None, False, None))
         assert isinstance(none, FrameReply) and not none.face_found
