@@ -15,6 +15,7 @@ import pytest
 from server_harness import TEST_TIMEOUTS, Server, run, start_server, stop_server, until
 
 from enliven.server.client import LoopbackClient, ServerRefused
+from enliven.server.engines import log_id
 from enliven.server.points import HEADER, NUM_POINTS, encode_points
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def _messages(client: LoopbackClient, kind: str) -> list[dict]:
 
 
 def _session_state(server: Server, client: LoopbackClient) -> dict:
-    short = (client.session_id or "")[:8]
+    short = log_id(client.session_id or "")
     return next(p for p in server.state()["per_session"] if p["id"] == short)
 
 
