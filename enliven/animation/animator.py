@@ -21,7 +21,7 @@ from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, dete
 from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
                      retarget)
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from ..export.runner import open_runner
 
 
@@ -56,6 +56,9 @@ class AnimatorConfig:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
             raise ValueError(f"precision must be fp32, fp16 or int8 (fp32 with torch); got {self.precision!r}")
+        if self.engine == "trained" and self.warp.version != WARP_VERSION:
+            raise ValueError(f"the trained engine's refiner was trained on warp version {WARP_VERSION}; this warp config "
+                             f"is version {self.warp.version} (lid_slide): use engine='analytic' until weights for it ship")
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ import numpy as np
 from . import topology as topo
 from .canonical import load_canonical
 from .errors import ShapeError
+from .eyelids import eye_frames, min_lid_gap_px, slide_lids
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
 IRIS_MARGIN = (0.25, 0.3)  # an iris centre stays this fraction of the eye's width, height inside its corners
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
 WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
+LID_SLIDE_WARP_VERSION = 5  # the warp with WarpConfig.lid_slide on (weights must be trained on it; none ship yet)
 
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
@@ -40,6 +42,14 @@ class WarpConfig:
     fold_start: float = 0.7
     fold_end: float = 0.35
     fold_release: float = 1.0  # regularization of a fully released point, relative to the mean kernel value
+    # Closing lids slide over a still eyeball (eyelids.py) instead of squashing the iris into a slit.
+    # Off by default: the shipped refiner was trained on the warp without it (warp version 4).
+    lid_slide: bool = False
+
+    @property
+    def version(self) -> int:
+        """The analytic warp version this config produces (what a refiner trained on it records)."""
+        return LID_SLIDE_WARP_VERSION if self.lid_slide else WARP_VERSION
 
 
 def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int, height: int,
@@ -194,6 +204,7 @@ class Warper:
         self._src_iod = topo.interocular_distance(self.source_points)
         self._fold_pairs = self._occlusion_pairs()
         self._src_lid_mid = self.lid_midpoints(self.source_points)
+        self._src_eye_frames = eye_frames(self.source_points)
         self._eyes = [(self.source_points[contour, :2].astype(np.float64), self.source_points[iris[0], :2],
                        _lid_gap(self.source_points, upper, lower), contour, iris[0], upper, lower)
                       for contour, iris, upper, lower in (
@@ -363,6 +374,9 @@ class Warper:
         step = self._detail_step
         for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
             full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
+        if self.config.lid_slide:
+            slide_lids(full, eye_frames(driven_points), self._src_eye_frames, min_lid_gap_px(driven_points),
+                       self._src_iod)
         return full
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
