@@ -377,6 +377,8 @@ class AugmentConfig:
     contrast: float = 0.15  # +- relative
     saturation: float = 0.2  # +- relative
     channel_gain: float = 0.06  # +- relative gain per RGB channel (white balance)
+    greyscale: float = 0.1  # probability that a whole pair (source, warp, target) is made black-and-white,
+    # so the refiner learns to add no colour the photo lacks (the runtime caps it too: refine.limit_chroma)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -433,6 +435,8 @@ def collate(samples: list[dict[str, np.ndarray]], augment: AugmentConfig | None 
         bright = (augment.brightness * u[:, 0]).view(n, 1, 1, 1)
         contrast = (1 + augment.contrast * u[:, 1]).view(n, 1, 1, 1)
         sat = (1 + augment.saturation * u[:, 2]).view(n, 1, 1, 1)
+        grey_pair = torch.rand(n, generator=generator) < augment.greyscale
+        sat = torch.where(grey_pair.view(n, 1, 1, 1), torch.zeros_like(sat), sat)
 
         def colour(x: torch.Tensor) -> torch.Tensor:
             x = x * gain
