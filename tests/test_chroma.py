@@ -54,8 +54,9 @@ def test_desaturated_photo_stays_grey_in_trained_mode(astronaut):
 
 
 def test_greyscale_augmentation_makes_whole_pairs_grey(tmp_path):
-    from enliven.train import dataset as ds
     from test_train import synthetic_store
+
+    from enliven.train import dataset as ds
 
     aug = ds.AugmentConfig(greyscale=1.0)
     data = ds.PairDataset(synthetic_store(tmp_path / "s"), aug)

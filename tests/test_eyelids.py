@@ -6,7 +6,7 @@ from enliven.engine import topology as topo
 from enliven.engine.canonical import load_canonical
 from enliven.engine.eyelids import eye_frames
 from enliven.engine.procedural import blink, builtin_center_px, pose_shape
-from enliven.engine.warp import LID_SLIDE_WARP_VERSION, WARP_VERSION, Warper, WarpConfig
+from enliven.engine.warp import LID_SLIDE_WARP_VERSION, WARP_VERSION, WarpConfig, Warper
 
 
 def _drive(shape: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def test_half_closed_eye_shows_the_eyeball_at_its_own_size(blinking):
 
 def test_shut_eye_shows_lid_and_lashes_not_the_iris(blinking):
     """With the lids at their smallest gap no output pixel between them samples the source's iris."""
-    crop, src, driven = blinking
+    _, src, driven = blinking
     drv = driven[1.0]
     flow = Warper(src, 512, WarpConfig(lid_slide=True)).flow(drv)
     old = Warper(src, 512).flow(drv)

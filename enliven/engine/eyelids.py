@@ -52,7 +52,7 @@ class EyeFrame:
 
     @classmethod
     def measure(cls, points: np.ndarray, outer: int, inner: int, upper: np.ndarray, lower: np.ndarray,
-                brow: np.ndarray) -> "EyeFrame":
+                brow: np.ndarray) -> EyeFrame:
         """Args: points (478, 2|3) pixels; corner indices; paired lid indices (corners excluded); brow indices."""
         a, b = points[outer, :2].astype(np.float64), points[inner, :2].astype(np.float64)
         origin = (a + b) / 2

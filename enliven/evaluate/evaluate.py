@@ -32,6 +32,7 @@ from ..engine import topology as topo
 from ..engine.canonical import angles_from_rotation, load_canonical
 from ..engine.errors import EnlivenError, ModelFileError
 from ..engine.motion import FaceState
+from .regions import report_markdown, report_sections
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,7 @@ class EvalConfig:
     precision: str = "fp32"  # of the exported decoder: fp32, fp16 or int8 (onnxruntime only)
     grids_dir: str = ""  # where grids of val people go (outside the repo); default <cache_dir>/eval
     seed: int = 0
+    lid_slide: bool = False  # analytic warp with sliding lids (WarpConfig.lid_slide, warp version 5)
 
 
 class _Frame(NamedTuple):
@@ -264,7 +266,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
     from ..export.runner import open_runner
     from ..train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, build_landmark_cache
     from ..train.dataset import self_reenact
-    from ..engine.warp import Warper
+    from ..engine.warp import Warper, WarpConfig
 
     data_dir = Path(cfg.data_dir or DEFAULT_DATA_DIR)
     cache_dir = Path(cfg.cache_dir or DEFAULT_CACHE_DIR)
@@ -295,7 +297,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         frames = _frames_of(data_dir / clip.row.file, {src, *picks.tolist(), *run.tolist()})
         t = crop_transform(clip.points[src], s)
         src_pts = t.points_to_crop(clip.points[src])
-        warper = Warper(src_pts, s)
+        warper = Warper(src_pts, s, WarpConfig(lid_slide=cfg.lid_slide))
         src_crop = None
         results: dict[int, _Frame] = {}
         for i in sorted(set(picks.tolist()) | set(run.tolist())):
@@ -379,7 +381,8 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         src_i = int(np.flatnonzero(clip_a.found)[0])
         photo = _frames_of(data_dir / clip_a.row.file, {src_i})[src_i]
         found_b = np.flatnonzero(clip_b.found)
-        anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", engine="analytic"))
+        anim = Animator(AnimatorConfig(crop_size_px=s, output="crop", engine="analytic",
+                                       warp=WarpConfig(lid_slide=cfg.lid_slide)))
         try:
             source = anim.prepare(photo)
         except EnlivenError as e:
@@ -461,6 +464,9 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor(),
                     "threads": torch.get_num_threads()},
     }
+    # --- quality v2: blinks, open mouths, colour, stillness (enliven/evaluate/regions.py) ----------------------
+    report.update(report_sections(clips, data_dir, s, runner, cfg.weights, cfg.backend, cfg.precision, cfg.lid_slide,
+                                  progress))
     if out_json is not None:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=1))
@@ -597,6 +603,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
         f"`{report['grids']['val_people_outside_repo']}`). Columns: source | driver | analytic | trained.", "",
         f"![public grid]({grid_name})" if public else "(no grid)", "",
     ]
+    lines += report_markdown(report)  # blinks, open mouths, colour, stillness (regions.py)
     md = out_dir / "report.md"
     md.write_text("\n".join(lines))
     return md
