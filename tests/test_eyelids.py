@@ -103,3 +103,18 @@ def test_flow_stays_orientation_preserving(blinking):
     gy = np.gradient(flow[..., 1], axis=(1, 0))
     det = gx[0] * gy[1] - gx[1] * gy[0]
     assert (det > -0.05).mean() > 0.999
+
+
+def test_weights_must_match_the_sliding_lid_warp():
+    """The shipped refiner (trained on warp 4) is refused for warp 5, at config time and by the loaders."""
+    from enliven.animation.animator import AnimatorConfig
+    from enliven.engine.contract import contract_for
+    from enliven.engine.errors import ModelFileError
+    from enliven.export.runner import open_runner
+
+    with pytest.raises(ValueError, match="lid_slide"):
+        AnimatorConfig(engine="trained", warp=WarpConfig(lid_slide=True))
+    AnimatorConfig(engine="analytic", warp=WarpConfig(lid_slide=True))
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(ModelFileError, match="warp_version"):
+            open_runner(backend=backend, expected=contract_for(LID_SLIDE_WARP_VERSION))

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..engine.canonical import load_canonical
 from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
+from ..engine.contract import contract_for
 from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
 from ..engine.errors import ShapeError
 from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
@@ -56,9 +57,10 @@ class AnimatorConfig:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
             raise ValueError(f"precision must be fp32, fp16 or int8 (fp32 with torch); got {self.precision!r}")
-        if self.engine == "trained" and self.warp.version != WARP_VERSION:
-            raise ValueError(f"the trained engine's refiner was trained on warp version {WARP_VERSION}; this warp config "
-                             f"is version {self.warp.version} (lid_slide): use engine='analytic' until weights for it ship")
+        if self.engine == "trained" and self.warp.version != WARP_VERSION and self.generator_weights is None:
+            raise ValueError(f"the shipped refiner was trained on warp version {WARP_VERSION}; this warp config is "
+                             f"version {self.warp.version} (lid_slide): use engine='analytic', or generator_weights "
+                             "trained on it")
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class Animator:
         if self.config.engine == "trained":
             if self._refiner is None:
                 cfg = self.config
-                self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads)
+                self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads,
+                                            contract_for(cfg.warp.version))
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
         self._reset_motion()
         return self.source

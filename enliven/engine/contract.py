@@ -45,4 +45,9 @@ class InputContract:
         return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
 
 
-FRAME_PATH_CONTRACT = InputContract()  # what this version of the frame path feeds a refiner
+FRAME_PATH_CONTRACT = InputContract()  # what this version of the frame path feeds a refiner (default warp)
+
+
+def contract_for(warp_version: int) -> InputContract:
+    """The frame path's contract with the analytic warp of ``warp_version`` (``WarpConfig.version``)."""
+    return InputContract(warp_version=warp_version)

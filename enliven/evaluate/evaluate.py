@@ -31,6 +31,7 @@ import torch
 from ..engine import topology as topo
 from ..engine.canonical import angles_from_rotation, load_canonical
 from ..engine.errors import EnlivenError, ModelFileError
+from ..engine.contract import contract_for
 from ..engine.motion import FaceState
 from .regions import report_markdown, report_sections
 
@@ -266,7 +267,7 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
     from ..export.runner import open_runner
     from ..train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, build_landmark_cache
     from ..train.dataset import self_reenact
-    from ..engine.warp import Warper, WarpConfig
+    from ..engine.warp import WARP_VERSION, Warper, WarpConfig
 
     data_dir = Path(cfg.data_dir or DEFAULT_DATA_DIR)
     cache_dir = Path(cfg.cache_dir or DEFAULT_CACHE_DIR)
@@ -275,8 +276,12 @@ def evaluate(cfg: EvalConfig, out_json: Path | None = None, progress: bool = Tru
     if cfg.split != "val":
         log.warning("evaluating on split %r: the held-out people are in 'val'", cfg.split)
     clips = build_landmark_cache(data_dir, cache_dir, (cfg.split,), progress=progress)
-    model = load_generator(path=Path(cfg.weights) if cfg.weights else None)
-    runner = open_runner(cfg.weights, cfg.backend, cfg.precision)  # type: ignore[arg-type]
+    # quality v2: weights must match the warp; the shipped ones (warp 4) are measured on --lid-slide's warp too
+    contract = contract_for(WarpConfig(lid_slide=cfg.lid_slide).version if cfg.weights else WARP_VERSION)
+    if cfg.lid_slide and not cfg.weights:
+        log.warning("--lid-slide with the shipped refiner: its rows add a warp-4 refiner to the warp-5 output")
+    model = load_generator(path=Path(cfg.weights) if cfg.weights else None, expected=contract)
+    runner = open_runner(cfg.weights, cfg.backend, cfg.precision, expected=contract)  # type: ignore[arg-type]
     percept, dlib_id, mesh = PerceptualDistance(), DlibIdentity(), StaticMesh()
     s = cfg.crop_px
     rng = np.random.default_rng(cfg.seed)
