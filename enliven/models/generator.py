@@ -25,7 +25,6 @@ import logging
 import pickle
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +32,11 @@ from torch import nn
 
 from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.errors import ModelFileError
+from ._layers import MASK_MAX, MASK_MIN, GeneratorOutput, conv
+from .patches import PatchConfig, PatchRefiner
 
 log = logging.getLogger(__name__)
 
-MASK_MIN, MASK_MAX = 0.02, 0.98  # bounds of the blend mask
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -56,13 +56,7 @@ class GeneratorConfig:
             raise ValueError(f"resolution_px {self.resolution_px} must be divisible by 2**{len(self.widths)}")
 
 
-class GeneratorOutput(NamedTuple):
-    delta: torch.Tensor  # (N, 3, R, R) float32, what to add to the warp, image units
-    mask: torch.Tensor  # (N, 1, R, R) float32 in [MASK_MIN, MASK_MAX], before the face gate
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True))
+_conv = conv
 
 
 class SourceEncoder(nn.Module):
@@ -165,7 +159,7 @@ class GeneratorSpec:
     """A registered generator: its architecture and where its shipped weights are (if any)."""
 
     name: str
-    config: GeneratorConfig
+    config: GeneratorConfig | PatchConfig  # a face refiner's or a patch refiner's architecture
     weights: str | None = None  # file name in models/weights/ (its sha256 beside it, <name>.sha256); None = none
     notes: str = ""
 
@@ -180,6 +174,12 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
+register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64),
+                       notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); no shipped weights yet"))
+register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
+                       notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
+register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bottleneck=8),
+                       notes="for tests: a 16 px patch refiner"))
 register(GeneratorSpec("refiner32-test", GeneratorConfig(resolution_px=32, widths=(8, 16), bottleneck=16, code_dim=8,
                                                          encoder_widths=(8, 16)),
                        notes="for tests and smoke runs: 32 px, a few thousand parameters"))
@@ -197,8 +197,8 @@ def generator_spec(name: str) -> GeneratorSpec:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(list_generators())}") from None
 
 
-def create_generator(name: str, **overrides: object) -> Refiner:
-    """A new (untrained) generator of architecture ``name``, fields of its config overridden.
+def create_generator(name: str, **overrides: object) -> Refiner | PatchRefiner:
+    """A new (untrained) generator of architecture ``name`` (a face or a patch refiner), config fields overridden.
 
     Raises: ValueError for an unknown name or an unknown config field.
     """
@@ -208,7 +208,7 @@ def create_generator(name: str, **overrides: object) -> Refiner:
     if unknown:
         raise ValueError(f"unknown generator config field(s) {sorted(unknown)}; known: {sorted(fields)}")
     cfg = replace(spec.config, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    return Refiner(cfg)
+    return PatchRefiner(cfg) if isinstance(cfg, PatchConfig) else Refiner(cfg)
 
 
 def sha256_file(path: Path) -> str:
