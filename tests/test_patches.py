@@ -110,3 +110,33 @@ def test_a_training_step_lowers_the_loss(tmp_path):
     again.load(tmp_path / "ckpt.pt")
     assert again.step_count == trainer.step_count
     assert abs(again.loss(batch).item() - trainer.loss(batch).item()) < 1e-6
+
+
+def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
+    """With an (untrained, randomised) eye patch refiner the output changes around closing eyes only."""
+    from enliven.animation.animator import Animator, AnimatorConfig
+    from enliven.models.generator import save_weights
+
+    torch.manual_seed(0)
+    model = create_generator("patch16-test")
+    for p in model.parameters():
+        p.data.normal_(0, 0.3)
+    save_weights(model, tmp_path / "eye.pt", "patch16-test")
+    with pytest.raises(ValueError, match="512"):
+        AnimatorConfig(engine="trained", eye_patch_weights=str(tmp_path / "eye.pt"))
+    base = load_canonical().points
+    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)  # noqa: E731
+    outs = {}
+    for name, weights in (("plain", None), ("patched", str(tmp_path / "eye.pt"))):
+        cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights=weights)
+        with Animator(cfg) as anim:
+            anim.prepare(astronaut)
+            open_ = [anim.step_landmarks(drive(base), t=i / 30) for i in range(31)][-1]
+            shut = anim.step_landmarks(drive(blink(base, 0.9)), t=1.1)
+            outs[name] = (open_, shut, anim.last.driven_points)
+    assert np.array_equal(outs["plain"][0], outs["patched"][0])  # open eyes: no patch runs
+    diff = np.abs(outs["plain"][1].astype(int) - outs["patched"][1]).max(-1)
+    assert diff.max() > 0
+    ys, xs = np.nonzero(diff)
+    eyes = outs["plain"][2][np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE]), :2]
+    assert ys.min() > eyes[:, 1].min() - 60 and ys.max() < eyes[:, 1].max() + 60  # only in the eye patches

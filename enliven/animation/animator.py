@@ -23,6 +23,8 @@ from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, Mo
                      retarget)
 from ..engine.refine import GeneratorRunner
 from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.patches import PatchRunner
+from ..export.patches import open_patch_runner
 from ..export.runner import open_runner
 
 
@@ -47,6 +49,8 @@ class AnimatorConfig:
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
+    eye_patch_weights: str | None = None  # an eye patch refiner (512 crops, trained engine): refines closing eyes
+    mouth_patch_weights: str | None = None  # a mouth patch refiner (512 crops, trained engine): opening mouths
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in ENGINE_CROP_SIZES_PX:
@@ -57,6 +61,9 @@ class AnimatorConfig:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
             raise ValueError(f"precision must be fp32, fp16 or int8 (fp32 with torch); got {self.precision!r}")
+        if (self.eye_patch_weights or self.mouth_patch_weights) and (self.engine != "trained"
+                                                                      or self.crop_size_px != 512):
+            raise ValueError("patch refiners run in the trained engine on 512 crops")
         if self.engine == "trained" and self.warp.version != WARP_VERSION and self.generator_weights is None:
             raise ValueError(f"the shipped refiner was trained on warp version {WARP_VERSION}; this warp config is "
                              f"version {self.warp.version} (lid_slide): use engine='analytic', or generator_weights "
@@ -94,6 +101,7 @@ class Animator:
         self.canonical = load_canonical().points
         self._tracker: LandmarkTracker | None = None
         self._refiner: GeneratorRunner | None = None
+        self._patches: PatchRunner | None = None
         self.source: Source | None = None
         self.last = StepInfo()
         self._reset_motion()
@@ -113,12 +121,14 @@ class Animator:
         self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points))
         self._warper = Warper(points, size, self.config.warp)
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
-        if self.config.engine == "trained":
+        cfg = self.config
+        if cfg.engine == "trained":
             if self._refiner is None:
-                cfg = self.config
                 self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads,
                                             contract_for(cfg.warp.version))
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
+            if (cfg.eye_patch_weights or cfg.mouth_patch_weights) and self._patches is None:
+                self._patches = open_patch_runner(cfg.eye_patch_weights, cfg.mouth_patch_weights, cfg.generator_threads)
         self._reset_motion()
         return self.source
 
@@ -179,6 +189,8 @@ class Animator:
         t2 = time.perf_counter()
         if self._refiner is not None:
             out = self._refiner.refine(out, driven)
+            if self._patches is not None:
+                out = self._patches.refine(out, driven, self.source.crop, self.source.points)
         t3 = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)

@@ -49,3 +49,31 @@ def compare_patch_refiner(model: PatchRefiner, path: Path, batches: tuple[int, .
     if max(worst.values()) > TOLERANCE["fp32"]:
         raise ExportError(f"{path.name}: ONNX differs from torch by {worst} (tolerance {TOLERANCE['fp32']})")
     return worst
+
+
+def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path | None,
+                      threads: int | None = None) -> "PatchRunner":  # noqa: F821
+    """A PatchRunner on ONNX Runtime for patch refiner weights files (None: that region is not refined).
+
+    Each file is exported once into the model cache (a folder named by its sha256), checked against torch.
+    Raises: ModelFileError for a missing or invalid file; ExportError when the export fails its check.
+    """
+    from ..engine.patches import PatchRunner
+    from ..models.generator import sha256_file
+    from ..models.patches import load_patch_refiner
+    from .cache import models_dir
+
+    def one(weights: str | Path | None) -> tuple[OnnxModel | None, int]:
+        if weights is None:
+            return None, 0
+        path = Path(weights)
+        model = load_patch_refiner(path)
+        graph = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}" / "patch.onnx"
+        if not graph.is_file():
+            export_patch_refiner(model, graph)
+            compare_patch_refiner(model, graph)
+        return OnnxModel(graph, RuntimeConfig(intra_op_threads=threads)), model.config.side_px
+
+    eye, eye_px = one(eye_weights)
+    mouth, mouth_px = one(mouth_weights)
+    return PatchRunner(eye, mouth, eye_px or 64, mouth_px or 96)
