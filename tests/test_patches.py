@@ -125,7 +125,7 @@ def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
     with pytest.raises(ValueError, match="512"):
         AnimatorConfig(engine="trained", eye_patch_weights=str(tmp_path / "eye.pt"))
     base = load_canonical().points
-    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)  # noqa: E731
+    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)
     outs = {}
     for name, weights in (("plain", None), ("patched", str(tmp_path / "eye.pt"))):
         cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights=weights)
@@ -137,6 +137,6 @@ def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
     assert np.array_equal(outs["plain"][0], outs["patched"][0])  # open eyes: no patch runs
     diff = np.abs(outs["plain"][1].astype(int) - outs["patched"][1]).max(-1)
     assert diff.max() > 0
-    ys, xs = np.nonzero(diff)
+    ys, _ = np.nonzero(diff)
     eyes = outs["plain"][2][np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE]), :2]
     assert ys.min() > eyes[:, 1].min() - 60 and ys.max() < eyes[:, 1].max() + 60  # only in the eye patches
