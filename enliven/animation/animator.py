@@ -18,27 +18,15 @@ from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, Engi
 from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
 from ..engine.contract import contract_for
 from ..engine.errors import ShapeError
-from ..engine.landmarks import (
-    LandmarkTracker,
-    PhotoFace,
-    SmoothingConfig,
-    detect_photo_face,
-)
-from ..engine.motion import (
-    DriverReference,
-    FaceState,
-    Motion,
-    MotionGains,
-    MotionLimits,
-    TransferMode,
-    measure_motion,
-    retarget,
-)
+from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
+from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
+                     retarget)
 from ..engine.patches import PatchRunner
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import WARP_VERSION, WarpConfig, Warper, fill_mouth_gap, lip_color
+from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from ..export.patches import open_patch_runner
 from ..export.runner import open_runner
+
 
 STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
 
@@ -243,7 +231,7 @@ class Animator:
         self.source = None
         self._paste = None
 
-    def __enter__(self) -> Animator:
+    def __enter__(self) -> "Animator":
         return self
 
     def __exit__(self, *exc: object) -> None:
