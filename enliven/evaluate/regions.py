@@ -31,6 +31,7 @@ from ..engine import topology as topo
 from ..engine.compose import crop_transform
 from ..engine.defaults import builtin_photo
 from ..engine.procedural import builtin_motion
+from ..engine.patches import PatchRunner
 from ..engine.refine import GeneratorRunner
 from ..engine.warp import WarpConfig, Warper
 from ..train.dataset import _read_frames, eye_openings, mouth_openings, self_reenact
@@ -169,13 +170,16 @@ def photo_behaviour(make_animator: Callable[[], object], photo: np.ndarray, moti
 
 
 def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
-                warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True) -> dict[str, dict[str, float]]:
+                warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
+                patches: PatchRunner | None = None) -> dict[str, dict[str, float]]:
     """Eye L1 on blink frames and mouth L1 on open-mouth frames, self-reenactment of each clip.
 
     Args: clips: ``train.cache.ClipLandmarks`` of the split to judge; data_dir: where their videos are;
     runner: the trained refiner (None: analytic only); warp: the analytic warp's config; per_clip: at most
     this many blink and this many open-mouth frames per clip (evenly spread). Source = the clip's first
-    frame with a face, as in ``evaluate``. Returns {mode: {metric: value}} (``RegionScores.means``).
+    frame with a face, as in ``evaluate``; ``patches``: eye / mouth patch refiners, run on the trained output
+    as the Animator runs them (mode "patched"; use crop_px 512). Returns {mode: {metric: value}}
+    (``RegionScores.means``).
     """
     scores = RegionScores.empty()
     for clip in tqdm(clips, desc="blinks and open mouths", unit="clip", disable=not progress):
@@ -209,6 +213,9 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
                     runner.prepare(smp.source)
                     prepared = True
                 outputs["trained"] = runner.refine(smp.analytic, smp.driven_points)
+                if patches is not None:
+                    outputs["patched"] = patches.refine(outputs["trained"], smp.driven_points, smp.source,
+                                                        smp.source_points)
             for mode, img in outputs.items():
                 scores.add(mode, img, smp.target, smp.driven_points, valid, blink, open_mouth)
     return scores.means()
