@@ -47,6 +47,7 @@ from .cache import (
     read_manifest,
 )
 from .dataset import PairConfig, _person_split, _read_frames, plan_pairs, self_reenact
+from .loop import _Stop
 from .losses import masked_l1, ms_ssim
 
 log = logging.getLogger(__name__)
@@ -279,8 +280,9 @@ def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads
         save_weights(trainer.model, run_dir / "weights_latest.pt", name,  # type: ignore[arg-type]
                      {"step": trainer.step_count, "pairs": asdict(pairs)}, FRAME_PATH_CONTRACT)
 
+    stop = _Stop()  # SIGTERM / SIGINT: checkpoint, then exit
     try:
-        while trainer.step_count < steps:
+        while trainer.step_count < steps and not stop.requested:
             rng = np.random.default_rng([pairs.seed, trainer.step_count])
             rows = rng.choice(len(train_store), size=min(batch_size, len(train_store)), replace=False)
             loss = trainer.step(train_store.batch(rows, rng))
