@@ -169,13 +169,18 @@ class PatchRunner:
 
     def refine(self, crop: np.ndarray, driven: np.ndarray, source_crop: np.ndarray,
                source_points: np.ndarray) -> np.ndarray:
-        """The crop (S, S, 3) uint8 with the needed patches refined; returns a new array (or ``crop``)."""
+        """The crop (S, S, 3) uint8 with the needed patches refined; returns a new array (or ``crop``).
+
+        Both eyes go through the eye model in one batch; patches do not overlap, so all are cut from ``crop``.
+        """
         out = crop
-        for kind in PATCH_KINDS:
-            model, side = (self.mouth, self.mouth_px) if kind == "mouth" else (self.eye, self.eye_px)
-            if model is None or not needs_patch(kind, driven, source_points):
+        for model, side, kinds in ((self.eye, self.eye_px, ("right_eye", "left_eye")),
+                                   (self.mouth, self.mouth_px, ("mouth",))):
+            needed = [k for k in kinds if model is not None and needs_patch(k, driven, source_points)]
+            if not needed:
                 continue
-            inp = patch_inputs(out, driven, source_crop, source_points, kind, side)
-            delta = model(**patch_feed([inp]))["delta"][0].transpose(1, 2, 0)
-            out = paste_delta(out, delta, inp.transform)
+            inputs = [patch_inputs(crop, driven, source_crop, source_points, k, side) for k in needed]
+            deltas = model(**patch_feed(inputs))["delta"]  # type: ignore[misc]
+            for inp, delta in zip(inputs, deltas):
+                out = paste_delta(out, delta.transpose(1, 2, 0), inp.transform)
         return out
