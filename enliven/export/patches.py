@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS
+from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
+from .cache import models_dir
 from .compare import TOLERANCE
 from .graphs import OPSET, ExportError
 from .to_onnx import export_module
@@ -52,16 +53,14 @@ def compare_patch_refiner(model: PatchRefiner, path: Path, batches: tuple[int, .
 
 
 def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path | None,
-                      threads: int | None = None) -> "PatchRunner":  # noqa: F821
+                      threads: int | None = None) -> PatchRunner:
     """A PatchRunner on ONNX Runtime for patch refiner weights files (None: that region is not refined).
 
     Each file is exported once into the model cache (a folder named by its sha256), checked against torch.
     Raises: ModelFileError for a missing or invalid file; ExportError when the export fails its check.
     """
-    from ..engine.patches import PatchRunner
     from ..models.generator import sha256_file
     from ..models.patches import load_patch_refiner
-    from .cache import models_dir
 
     def one(weights: str | Path | None) -> tuple[OnnxModel | None, int]:
         if weights is None:

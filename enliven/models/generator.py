@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, check_recorded
 from ..engine.errors import ModelFileError
 from ._layers import MASK_MAX, MASK_MIN, GeneratorOutput, conv
 from .patches import PatchConfig, PatchRefiner
@@ -275,19 +275,8 @@ def load_generator(name: str | None = None, path: Path | None = None,
 
 
 def check_contract(recorded: dict | None, expected: InputContract, path: Path) -> None:
-    """Raise ModelFileError unless the weights' recorded contract is ``expected``."""
-    if recorded is None:
-        raise ModelFileError(f"weights file {path} records no input contract (written by an older enliven): "
-                             "re-save it with `enliven train --ship` from its run, or retrain")
-    try:
-        contract = InputContract.from_dict(recorded)
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"weights file {path} has an unreadable input contract ({e})") from e
-    diff = contract.differences(expected)
-    if diff:
-        told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in diff.items())
-        raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
-                             "retrain it for this version of enliven")
+    """Raise ModelFileError unless the weights' recorded contract is ``expected`` (``contract.check_recorded``)."""
+    check_recorded(recorded, expected, path)
 
 
 DEFAULT_GENERATOR = "refiner128"

@@ -11,13 +11,14 @@ person's own lashes, lips and teeth. Plain convolutions, resizes and element-wis
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, check_recorded
 from ..engine.errors import ModelFileError
 from ._layers import MASK_MAX, MASK_MIN, GeneratorOutput
 from ._layers import conv as _conv
@@ -78,22 +79,24 @@ class PatchRefiner(nn.Module):
         return GeneratorOutput(gate * mask * (refined - warped), mask)
 
 
-def load_patch_refiner(path: Path) -> PatchRefiner:
+def load_patch_refiner(path: Path, expected: InputContract = FRAME_PATH_CONTRACT) -> PatchRefiner:
     """A trained patch refiner in eval mode from a weights file written by ``generator.save_weights``.
 
-    Raises: ModelFileError when the file is missing, corrupt or not a patch refiner.
+    ``expected``: the frame path's input contract (warp version ...) the weights must record: a patch
+    refiner corrects the output of the warp and face refiner it was trained behind.
+    Raises: ModelFileError when the file is missing, corrupt, not a patch refiner or of another contract.
     """
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg = PatchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
         model = PatchRefiner(cfg)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+        contract = blob.get("contract")
     except FileNotFoundError as e:
         raise ModelFileError(f"weights file {path} not found") from e
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise ModelFileError(f"weights file {path} is not a valid enliven patch refiner ({e})") from e
+    check_recorded(contract, expected, Path(path))
     return model.eval()
 
 
-def patch_config_dict(cfg: PatchConfig) -> dict:
-    return asdict(cfg)
