@@ -49,8 +49,9 @@ class AnimatorConfig:
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
-    eye_patch_weights: str | None = None  # an eye patch refiner (512 crops, trained engine): refines closing eyes
-    mouth_patch_weights: str | None = None  # a mouth patch refiner (512 crops, trained engine): opening mouths
+    eye_patch_weights: str | None = None  # eye patch refiner weights ("shipped" or a file; 512 crops, trained
+    # engine): refines closing eyes; None: off
+    mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in ENGINE_CROP_SIZES_PX:

@@ -54,18 +54,21 @@ def compare_patch_refiner(model: PatchRefiner, path: Path, batches: tuple[int, .
 
 def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path | None,
                       threads: int | None = None) -> PatchRunner:
-    """A PatchRunner on ONNX Runtime for patch refiner weights files (None: that region is not refined).
+    """A PatchRunner on ONNX Runtime for patch refiner weights files (None: that region is not refined;
+    "shipped": the weights shipped with enliven, see models/weights/).
 
     Each file is exported once into the model cache (a folder named by its sha256), checked against torch.
     Raises: ModelFileError for a missing or invalid file; ExportError when the export fails its check.
     """
-    from ..models.generator import sha256_file
+    from ..models.generator import check_sha256, sha256_file, shipped_weights_path
     from ..models.patches import load_patch_refiner
 
-    def one(weights: str | Path | None) -> tuple[OnnxModel | None, int]:
+    def one(weights: str | Path | None, name: str) -> tuple[OnnxModel | None, int]:
         if weights is None:
             return None, 0
-        path = Path(weights)
+        path = shipped_weights_path(name) if weights == "shipped" else Path(weights)
+        if weights == "shipped":
+            check_sha256(path)
         model = load_patch_refiner(path)
         graph = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}" / "patch.onnx"
         if not graph.is_file():
@@ -73,6 +76,6 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
             compare_patch_refiner(model, graph)
         return OnnxModel(graph, RuntimeConfig(intra_op_threads=threads)), model.config.side_px
 
-    eye, eye_px = one(eye_weights)
-    mouth, mouth_px = one(mouth_weights)
+    eye, eye_px = one(eye_weights, "patch-eye64")
+    mouth, mouth_px = one(mouth_weights, "patch-mouth96")
     return PatchRunner(eye, mouth, eye_px or 64, mouth_px or 96)

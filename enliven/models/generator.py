@@ -244,6 +244,16 @@ def shipped_weights_path(name: str | None = None) -> Path:
     return WEIGHTS_DIR / spec.weights
 
 
+def check_sha256(path: Path) -> None:
+    """Raise ModelFileError when shipped weights are missing or do not match their ``.sha256`` file."""
+    if not path.exists():
+        raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
+    digest_file = path.with_suffix(".sha256")
+    if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
+        raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
+                             "reinstall enliven")
+
+
 def load_generator(name: str | None = None, path: Path | None = None,
                    expected: InputContract = FRAME_PATH_CONTRACT) -> Refiner:
     """A trained generator in eval mode: the shipped weights of ``name``, or a weights file ``path``.
@@ -254,12 +264,7 @@ def load_generator(name: str | None = None, path: Path | None = None,
     """
     if path is None:
         path = shipped_weights_path(name)
-        if not path.exists():
-            raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
-        digest_file = path.with_suffix(".sha256")
-        if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
-            raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
-                                 "reinstall enliven")
+        check_sha256(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
