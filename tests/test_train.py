@@ -145,6 +145,22 @@ def test_self_reenactment_marks_off_frame_pixels_invalid() -> None:
     assert (sample.valid[inside] == 255).all()
 
 
+def test_read_frames_returns_the_wanted_frames_by_index(tmp_path) -> None:
+    from enliven.engine.video_io import VideoWriter
+
+    grey_levels = [20, 60, 100, 140, 180, 220]  # frame i is a flat grey of grey_levels[i]
+    path = tmp_path / "levels.mp4"
+    with VideoWriter(path, 25, (32, 32)) as writer:
+        for level in grey_levels:
+            writer.write(np.full((32, 32, 3), level, np.uint8))
+    frames = ds.read_frames(path, {1, 4, 99})  # 99 is past the end: missing, not an error
+    assert sorted(frames) == [1, 4]
+    for i, frame in frames.items():
+        assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+        assert abs(float(frame.mean()) - grey_levels[i]) < 4
+    assert ds.read_frames(path, set()) == {}
+
+
 def test_pair_plan_boosts_open_mouths(tmp_path) -> None:
     from enliven.engine import topology as topo
     from enliven.train.cache import ClipLandmarks, ManifestRow

@@ -200,6 +200,39 @@ def test_colours_survive_the_round_trip(tmp_path: Path) -> None:
             np.testing.assert_allclose(frame[8:24, 8:24].mean(axis=(0, 1)), colour, atol=4)
 
 
+@pytest.mark.parametrize(("container", "video_codec", "audio_codec", "audio_rate"), [
+    ("mov", "h264", "aac", 44100),
+    ("webm", "vp9", "opus", 48000),  # Opus has no 44.1 kHz: resampled
+])
+def test_other_containers_round_trip(tmp_path: Path, container: str, video_codec: str, audio_codec: str,
+                                     audio_rate: int) -> None:
+    source = _make_audio(tmp_path / "voice.m4a", seconds=2.0)
+    out = tmp_path / f"out.{container}"
+    with VideoWriter(out, NTSC, (64, 48), audio_from=source, container=container) as writer:
+        for index in range(30):
+            writer.write(_flat(48, 64, (index * 8, 100, 200)))
+    assert writer.has_audio
+    with DrivingVideo(out) as video:
+        assert video.rate == NTSC and video.size == (64, 48) and video.has_audio
+        frames = list(video)
+    assert len(frames) == 30
+    np.testing.assert_allclose(frames[29][20, 30], (232, 100, 200), atol=8)
+    with av.open(str(out)) as opened:
+        assert {k.lower(): v for k, v in opened.metadata.items()}["comment"] == DISCLOSURE_COMMENT
+        v, a = opened.streams.video[0], opened.streams.audio[0]
+        assert v.codec_context.name == video_codec and v.codec_context.pix_fmt == "yuv420p"
+        assert a.codec_context.name == audio_codec and a.rate == audio_rate
+    samples, rate = _decoded_audio(out)
+    assert len(samples) / rate == pytest.approx(30 / NTSC, abs=0.1)
+    assert _rms(samples, rate, 0.1, 0.9) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+def test_unknown_container(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"expected a container in \['mov', 'mp4', 'webm'\]; got 'avi'"):
+        VideoWriter(tmp_path / "out.avi", 25, (32, 32), container="avi")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- writer: audio alignment
 
 

@@ -13,15 +13,17 @@ from typing import Literal
 
 import numpy as np
 
+from ..engine.blink import BlinkClock
 from ..engine.canonical import load_canonical
 from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
 from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
 from ..engine.contract import contract_for
 from ..engine.errors import ShapeError
 from ..engine.landmarks import LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
-from ..engine.motion import (DriverReference, FaceState, Motion, MotionGains, MotionLimits, TransferMode, measure_motion,
-                     retarget)
+from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, MotionGains, MotionLimits, TransferMode,
+                             gaze_reliability, measure_motion, retarget)
 from ..engine.patches import PatchRunner
+from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
 from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from ..export.patches import open_patch_runner
@@ -36,7 +38,9 @@ class AnimatorConfig:
     crop_size_px: int = 256  # side of the aligned face crop the engine animates (256 or 512)
     mode: TransferMode = TransferMode.RELATIVE  # relative (default) or absolute head pose
     output: Literal["photo", "crop"] = "photo"  # full photo at its own resolution, or the crop only
-    gains: MotionGains = MotionGains()  # per-channel motion gains
+    gains: MotionGains = MotionGains()  # per-channel strength: head rotation/position, eyes, gaze, brows, mouth
+    eyes: EyesMode = EyesMode.FOLLOW  # the lids: as the driver's, kept as in the photo ("open"), or "auto-blink"
+    blink_seed: int | None = None  # seed of the auto-blink rhythm (None: a different rhythm each time)
     limits: MotionLimits | None = MotionLimits()  # how far the head may go from the photo's pose (None: no limit)
     smoothing: SmoothingConfig = SmoothingConfig()  # One-Euro settings of the driver landmarks
     warp: WarpConfig = WarpConfig()
@@ -62,6 +66,12 @@ class AnimatorConfig:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {self.backend!r}")
         if self.precision not in ("fp32", "fp16", "int8") or (self.backend == "torch" and self.precision != "fp32"):
             raise ValueError(f"precision must be fp32, fp16 or int8 (fp32 with torch); got {self.precision!r}")
+        if not isinstance(self.gains, MotionGains):
+            raise ValueError(f"gains must be a MotionGains; got {type(self.gains).__name__}")
+        try:
+            object.__setattr__(self, "eyes", EyesMode(self.eyes))
+        except ValueError as e:
+            raise ValueError(f"eyes must be one of {[m.value for m in EyesMode]}; got {self.eyes!r}") from e
         if (self.eye_patch_weights or self.mouth_patch_weights) and (self.engine != "trained"
                                                                       or self.crop_size_px != 512):
             raise ValueError("patch refiners run in the trained engine on 512 crops")
@@ -82,6 +92,7 @@ class Source:
     points: np.ndarray  # (478, 3) float64 landmarks in crop pixels
     state: FaceState  # pose and pose-free shape in the crop
     lip_color: np.ndarray  # (3,) float32 mean RGB of the lips
+    blink: np.ndarray  # (478, 3) float64 canonical units: the expression offsets that close its eyes
 
 
 @dataclass
@@ -119,7 +130,8 @@ class Animator:
         face_crop = crop(photo, transform)
         points = transform.points_to_crop(face.landmarks)
         state = FaceState.measure(points, self.canonical)
-        self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points))
+        self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points),
+                             blink(state.shape, 1.0) - state.shape)
         self._warper = Warper(points, size, self.config.warp)
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
         cfg = self.config
@@ -138,6 +150,16 @@ class Animator:
         """Switch relative/absolute transfer live, keeping the driver's calibrated reference."""
         self.config = replace(self.config, mode=TransferMode(mode))
 
+    def set_gains(self, gains: MotionGains) -> None:
+        """Change the per-channel strengths live (from the next frame on)."""
+        if not isinstance(gains, MotionGains):
+            raise ValueError(f"gains must be a MotionGains; got {type(gains).__name__}")
+        self.config = replace(self.config, gains=gains)
+
+    def set_eyes(self, eyes: EyesMode | str) -> None:
+        """Switch the lids live between "follow", "open" and "auto-blink"."""
+        self.config = replace(self.config, eyes=EyesMode(eyes))
+
     def reset_reference(self) -> None:
         """Take the driver's next frames as its new neutral reference (a 'calibrate' button)."""
         self._reference.reset()
@@ -148,6 +170,7 @@ class Animator:
         self._last_t: float | None = None
         self._lost_since: float | None = None
         self._regain_until = -math.inf
+        self._blinks = BlinkClock(self.config.blink_seed)
 
     def step(self, frame: np.ndarray, t: float | None = None) -> np.ndarray:
         """Animate the source with one driving frame ((H, W, 3) uint8 RGB) taken at ``t`` seconds.
@@ -183,7 +206,7 @@ class Animator:
         t0 = time.perf_counter()
         self._motion = self._update_motion(points, t)
         driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains,
-                          limits=self.config.limits)
+                          limits=self.config.limits, eye_offsets=self._eye_offsets(t))
         t1 = time.perf_counter()
         out = self._warper.warp(self.source.crop, driven)
         fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)
@@ -203,6 +226,15 @@ class Animator:
         self.last.driver_points = points
         return out
 
+    def _eye_offsets(self, t: float) -> np.ndarray | None:
+        """What the eyes channel shows when it does not follow the driver: the photo's own lids, or a blink."""
+        assert self.source is not None
+        eyes = self.config.eyes
+        if eyes is EyesMode.FOLLOW:
+            return None
+        amount = self._blinks.amount(t) if eyes is EyesMode.AUTO_BLINK else 0.0
+        return amount * self.source.blink
+
     def _update_motion(self, points: np.ndarray | None, t: float) -> Motion:
         """The motion to show now: measured, eased to neutral while the face is lost, blended back in."""
         dt = 0.0 if self._last_t is None else max(t - self._last_t, 0.0)
@@ -217,12 +249,32 @@ class Animator:
             self._lost_since = None
             self._regain_until = t + cfg.regain_s
         face = FaceState.measure(points, self.canonical)
-        measured = measure_motion(face, self._reference.update(face, t))
+        reference = self._reference.update(face, t)
+        measured = measure_motion(face, reference)
+        # While the driver's lids close, its irises are not seen: hold the gaze it had.
+        trust = gaze_reliability(face, reference)
+        measured = replace(measured, gaze=self._motion.gaze + trust * (measured.gaze - self._motion.gaze))
         if t < self._regain_until:
             remaining = self._regain_until - t
             w = min(1.0, dt / max(remaining, 1e-6)) if dt > 0 else 0.0
             return self._motion.lerp(measured, w)
         return measured
+
+    @property
+    def warper(self) -> Warper:
+        """The backward warp of the prepared photo (its ``flow`` gives the remap table of driven points).
+
+        Raises: RuntimeError before ``prepare`` or after ``close``.
+        """
+        if self.source is None:
+            raise RuntimeError("call prepare(photo) first")
+        return self._warper
+
+    @property
+    def generator_provider(self) -> str | None:
+        """Where the learned generator runs, e.g. "CPUExecutionProvider" or "torch:cpu"; None when no
+        generator is loaded (engine "analytic", or before the first ``prepare``)."""
+        return None if self._refiner is None else self._refiner.provider
 
     def close(self) -> None:
         """Release MediaPipe and the source photo."""

@@ -49,6 +49,13 @@ class BadVideoError(EnlivenError):
     code = "bad_video"
 
 
+class BadOutputError(EnlivenError):
+    """An output cannot be written as asked: it is one of the inputs, its folder is missing or
+    not writable, or its kind (by extension) is not one enliven writes."""
+
+    code = "bad_output"
+
+
 class ModelFileError(EnlivenError):
     """A model file is missing, corrupt or of the wrong kind."""
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from . import topology as topo
+from .gaze import CLOSED_LID_RATIO, OPEN_LID_RATIO, lid_gap, smoothstep
 from .motion import MIN_LID_GAP
 
 # (outer corner, inner corner, upper lid, lower lid, brow's lower contour) of the subject's right and left eyes.
@@ -104,8 +105,17 @@ def _sample(flow: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return out.reshape(xy.shape).astype(np.float64)
 
 
+def gaze_weights(driven: np.ndarray, source: np.ndarray) -> list[float]:
+    """How much ``gaze.GazeMap`` replaces the spline inside each eye (right, left): its fade by lid gap."""
+    out = []
+    for _, _, upper, lower, _ in _EYES:
+        ratio = lid_gap(driven, upper, lower) / max(lid_gap(source, upper, lower), 1e-6)
+        out.append(float(smoothstep((ratio - CLOSED_LID_RATIO) / (OPEN_LID_RATIO - CLOSED_LID_RATIO))))
+    return out
+
+
 def slide_lids(flow: np.ndarray, driven: list[EyeFrame], source: list[EyeFrame], min_gap_px: float,
-               iod_s: float, edge_px: float = 1.0) -> None:
+               iod_s: float, gaze: list[float] | None = None, edge_px: float = 1.0) -> None:
     """Correct a backward flow in place so that closing lids cover a still eyeball (module docstring).
 
     Per column across the eye (along its normal, in the frame of the corners), from LID_BAND of the
@@ -116,10 +126,13 @@ def slide_lids(flow: np.ndarray, driven: list[EyeFrame], source: list[EyeFrame],
     Args: flow (S, S, 2) float32, output pixel -> source pixel (x, y), modified in place; driven,
     source: the EyeFrames of the driven and the source landmarks (same eye order); min_gap_px: the
     smallest lid gap of the driven face, pixels (a slit this narrow shows only the lash line); iod_s:
-    the source's interocular distance, pixels; edge_px: width of the soft transition at each lid margin (antialiasing), pixels.
+    the source's interocular distance, pixels; gaze: per eye, how much the gaze map (gaze.py, applied
+    before) already holds the eyeball inside the opening (its rigid iris disc under the lids): the
+    opening is left to it that much, the lid skin and the lash line are laid either way; edge_px: width of the soft transition at each lid margin (antialiasing), pixels.
     """
     size = flow.shape[0]
-    for d, s in zip(driven, source):
+    gaze = gaze if gaze is not None else [0.0] * len(driven)
+    for d, s, g in zip(driven, source, gaze):
         k = s.half_length / d.half_length  # source pixels per driven pixel
         # The box of the eye's columns: corner to corner, band top to band bottom.
         ss = np.linspace(-1, 1, 17)
@@ -170,6 +183,7 @@ def slide_lids(flow: np.ndarray, driven: list[EyeFrame], source: list[EyeFrame],
         # Lower lid skin: from the lower lid's margin back into the spline.
         below = lower_margin + (td - lo_d) / np.maximum(bot - lo_d, 1e-6) * (at_bot - lower_margin)
         target = np.where(td < up_d, lid, np.where(td <= lo_d, opening, below))
+        w = np.where((td >= up_d) & (td <= lo_d), w * (1.0 - g), w)
         box += (w * (target - now))[..., None].astype(np.float32) * s.normal.astype(np.float32)
 
 

@@ -15,6 +15,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# MediaPipe is imported here, not inside the functions that first use it: its import keeps the error of
+# an optional audio module, whose traceback holds the importing call stack, and a lazy import in
+# detect_photo_face(photo) would keep that first photo alive for the life of the process.
+import mediapipe as mp
 import numpy as np
 
 from .errors import FaceTooSmallError, NoFaceError, ShapeError
@@ -118,8 +122,6 @@ class LandmarkTracker:
     """
 
     def __init__(self, smoothing: SmoothingConfig | None = None, smooth: bool = True) -> None:
-        import mediapipe as mp
-
         with native_logs_silenced():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=1, refine_landmarks=True,
@@ -188,8 +190,6 @@ class PhotoFace:
 
 def _detect_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes (x0, y0, x1, y1 pixels) from MediaPipe's full-range face detector, largest first."""
-    import mediapipe as mp
-
     h, w = image.shape[:2]
     with native_logs_silenced(), \
             mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
@@ -206,8 +206,6 @@ def _detect_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 def _mesh_static(image: np.ndarray) -> np.ndarray | None:
     """FaceMesh landmarks of the largest face in a (small) image, static mode; None if none."""
-    import mediapipe as mp
-
     with native_logs_silenced(), mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.4) as mesh:
         result = mesh.process(image)

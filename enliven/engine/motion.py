@@ -8,13 +8,16 @@ driver's reference (neutral) frame, so the driver's face shape never leaks into 
 """
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
 
 from . import topology as topo
-from .canonical import angles_from_rotation
+from .canonical import angles_from_rotation, load_canonical
 from .errors import ShapeError
 
 
@@ -118,17 +121,18 @@ class Motion:
     shift: np.ndarray  # (3,) translation now - reference, in reference interocular units
     expression: np.ndarray  # (478, 3) pose-free shape now - reference, canonical units
     absolute_rotation: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) axis-angle of R_now
+    gaze: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (2,) topology.gaze now - reference, eye widths
 
     @classmethod
     def zero(cls) -> "Motion":
-        return cls(np.zeros(3), 0.0, np.zeros(3), np.zeros((topo.NUM_LANDMARKS, 3)), np.zeros(3))
+        return cls(np.zeros(3), 0.0, np.zeros(3), np.zeros((topo.NUM_LANDMARKS, 3)), np.zeros(3), np.zeros(2))
 
     def lerp(self, other: "Motion", w: float) -> "Motion":
         """(1 - w) * self + w * other, field by field."""
         mix = lambda a, b: a + w * (b - a)  # noqa: E731
         return Motion(mix(self.rotvec, other.rotvec), mix(self.log_scale, other.log_scale),
                       mix(self.shift, other.shift), mix(self.expression, other.expression),
-                      mix(self.absolute_rotation, other.absolute_rotation))
+                      mix(self.absolute_rotation, other.absolute_rotation), mix(self.gaze, other.gaze))
 
 
 def measure_motion(now: FaceState, reference: FaceState) -> Motion:
@@ -140,7 +144,19 @@ def measure_motion(now: FaceState, reference: FaceState) -> Motion:
         shift=(now.pose.translation - reference.pose.translation) / reference.pose.scale,
         expression=now.shape - reference.shape,
         absolute_rotation=_rotvec(now.pose.rotation),
+        gaze=topo.gaze(now.shape) - topo.gaze(reference.shape),
     )
+
+
+def gaze_reliability(now: FaceState, reference: FaceState) -> float:
+    """How far the driver's measured gaze can be trusted now, 0..1, from how open its eyes are.
+
+    MediaPipe's irises of closing eyes wander: below about half the reference's lid opening the gaze
+    is not used (the caller holds the last trusted one), above two thirds fully.
+    """
+    ratio = sum(topo.eye_opening(now.shape)) / max(sum(topo.eye_opening(reference.shape)), 1e-6)
+    w = min(max((ratio - 0.4) / 0.3, 0.0), 1.0)
+    return w * w * (3 - 2 * w)
 
 
 class TransferMode(str, Enum):
@@ -148,28 +164,77 @@ class TransferMode(str, Enum):
     ABSOLUTE = "absolute"  # the head takes the driver's absolute orientation
 
 
+# The most each gain may be: the head's own motion exaggerated further tears a 2-D warp of one photo
+# sooner than an expression does.
+GAIN_LIMITS: dict[str, float] = {"head_rotation": 1.5, "head_position": 1.5, "eyes": 2.0, "gaze": 2.0,
+                                 "brows": 2.0, "mouth": 2.0}
+
+
 @dataclass(frozen=True)
 class MotionGains:
-    """Per-channel gains of the transfer (1 = as measured)."""
+    """Per-channel strength of the transfer: 0 keeps the photo's own, 1 moves as the driver, more exaggerates.
 
-    pose: float = 1.0  # rotation and translation
-    expression: float = 1.0  # everything but eyes and lips
-    eyes: float = 1.0  # eyelids, irises (gaze) and brows
-    lips: float = 1.0  # lips and jaw
+    Each gain lies in [0, GAIN_LIMITS[name]] (head 1.5, expression channels 2.0). Expression points that
+    belong to no channel (cheeks, nose, forehead) follow the channels around them, weighted by distance.
+    """
+
+    head_rotation: float = 1.0  # turn, nod and tilt of the head
+    head_position: float = 1.0  # shift of the head and its size (leaning towards or away from the camera)
+    eyes: float = 1.0  # eyelid opening: blinks, squints, wide eyes
+    gaze: float = 1.0  # where the irises look, within the eye opening
+    brows: float = 1.0  # brows and forehead
+    mouth: float = 1.0  # lips, jaw and chin: speech and smiles
+
+    def __post_init__(self) -> None:
+        for name, limit in GAIN_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"gain {name} must be a number from 0 to {limit:g}; got {value!r}")
+            if not 0.0 <= value <= limit:
+                raise ValueError(f"gain {name} must be from 0 to {limit:g}; got {value:g}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], base: "MotionGains | None" = None) -> "MotionGains":
+        """``base`` (default: all 1) with the gains named in ``values`` replaced.
+
+        Raises: ValueError for an unknown name (the message lists the names) or a value out of range.
+        """
+        unknown = sorted(set(values) - set(GAIN_LIMITS))
+        if unknown:
+            raise ValueError(f"unknown gain {unknown[0]!r}; expected one of {', '.join(GAIN_LIMITS)}")
+        return replace(base or cls(), **values)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in GAIN_LIMITS}
+
+
+class EyesMode(str, Enum):
+    FOLLOW = "follow"  # the lids move as the driver's (times the eyes gain)
+    OPEN = "open"  # the lids stay as in the photo
+    AUTO_BLINK = "auto-blink"  # the lids stay as in the photo but blink at a natural rhythm (engine.blink)
 
 
 @dataclass(frozen=True)
 class MotionLimits:
-    """How far the head may go from the photo's own pose: beyond this a 2-D warp of one photo tears.
+    """How far the head may go from the photo's own pose, and exaggerated expressions from the neutral face.
 
-    Each limit is soft: motion passes unchanged up to ``knee`` times the limit, then bends smoothly
-    towards the limit (a driver in profile turns the photo ~35 degrees, not 90, and the crop never
-    flies off sideways). None of them touches the expression.
+    Beyond these a 2-D warp of one photo tears. Each limit is soft: motion passes unchanged up to
+    ``knee`` times the limit, then bends smoothly towards the limit (a driver in profile turns the photo
+    ~35 degrees, not 90, and the crop never flies off sideways). The expression limits act only on gains
+    above 1 (an exaggerated smile grows, a mouth already wide open does not): the channel's offsets are
+    scaled down as a whole, never below what gain 1 gives.
     """
 
     rotation_deg: float = 35.0  # angle of the head's rotation away from the photo's pose
     shift_iod: float = 1.0  # head translation, in the photo's interocular distances (each axis)
     log_scale: float = 0.35  # head size change, log of the ratio (+-0.35: x0.70 .. x1.42)
+    gaze_x: float = 0.28  # irises' move from the photo's own place along the eye corners, in eye widths
+    gaze_y: float = 0.12  # the same across the eye (up or down); the warp keeps the irises inside the opening
+    # The largest move of any point of a channel at a gain above 1, interocular distances (canonical units):
+    mouth_iod: float = 0.55  # a jaw wide open moves the chin ~0.5
+    brows_iod: float = 0.25  # raised brows move ~0.18
+    eyes_iod: float = 0.12  # wide-open lids; closing is bounded by the lids meeting
     knee: float = 0.7
 
 
@@ -191,17 +256,55 @@ def limit_rotation(rotation: np.ndarray, limits: MotionLimits) -> np.ndarray:
     return _rotmat(rv * (allowed / angle))
 
 
-_EYE_POINTS = np.unique(np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE, topo.RIGHT_IRIS, topo.LEFT_IRIS,
-                                        topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW]))
+# Expression channels and the points that are theirs outright; every other point (irises aside) follows them
+# in proportion to exp(-(d / CHANNEL_REACH)^2), d its distance to each channel's points in the canonical face.
+_JAW_LINE = np.array([136, 172, 58, 365, 397, 288])  # the face oval beside the chin, which opening jaws move
+_CHANNEL_POINTS: dict[str, np.ndarray] = {
+    "eyes": np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE]),
+    "brows": np.concatenate([topo.RIGHT_EYEBROW, topo.LEFT_EYEBROW]),
+    "mouth": np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER, topo.MOUTH_SURROUND, _JAW_LINE])),
+}
+CHANNEL_REACH = 0.25  # canonical units (interocular distances)
+_IRISES = np.concatenate([topo.RIGHT_IRIS, topo.LEFT_IRIS])
+
+
+@functools.lru_cache(maxsize=1)
+def channel_membership() -> np.ndarray:
+    """(478, 3) float64: how much each point belongs to the eyes, brows and mouth channels (rows sum to 1;
+    0 for the irises, which the gaze places)."""
+    xy = load_canonical().points[:, :2]
+    d2 = np.stack([((xy[:, None] - xy[idx][None]) ** 2).sum(-1).min(1) for idx in _CHANNEL_POINTS.values()], 1)
+    m = np.exp(-(d2 - d2.min(1, keepdims=True)) / CHANNEL_REACH ** 2)
+    m /= m.sum(1, keepdims=True)
+    for k, idx in enumerate(_CHANNEL_POINTS.values()):
+        m[idx] = np.eye(len(_CHANNEL_POINTS))[k]
+    m[_IRISES] = 0.0
+    m.setflags(write=False)
+    return m
+
+
 _LIP_POINTS = np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER]))
 
 
-def _channel_weights(gains: MotionGains) -> np.ndarray:
-    """(478, 1) per-point expression gain."""
-    w = np.full((topo.NUM_LANDMARKS, 1), gains.expression)
-    w[_EYE_POINTS] = gains.eyes
-    w[_LIP_POINTS] = gains.lips
-    return w
+def place_irises(shape: np.ndarray, source: np.ndarray, gaze: np.ndarray,
+                 limits: MotionLimits | None = None) -> np.ndarray:
+    """``shape`` with its irises moved to look like the source's irises plus ``gaze``.
+
+    Each eye's iris (5 points, as a disc) goes to the source's own place in its eye (topology.eye_gazes)
+    offset by ``gaze`` (2,) eye widths, in the eye frame of ``shape``, so lids and gaze stay independent.
+    ``limits`` softly bound the offset (the warp then keeps each iris inside its eye opening). Args: shape, source (478, 3) canonical units.
+    """
+    out = shape.copy()
+    own = topo.eye_gazes(source)
+    for k, ((mid, axis, down, width), iris, contour) in enumerate(zip(
+            topo.eye_frames(shape), (topo.RIGHT_IRIS, topo.LEFT_IRIS), (topo.RIGHT_EYE, topo.LEFT_EYE),
+            strict=True)):
+        g = own[k] + gaze if limits is None else own[k] + [float(soft_limit(gaze[0], limits.gaze_x, limits.knee)),
+                                                           float(soft_limit(gaze[1], limits.gaze_y, limits.knee))]
+        centre = mid + width * (g[0] * axis + g[1] * down)
+        out[iris, :2] = source[iris, :2] - source[iris[0], :2] + centre
+        out[iris, 2] = source[iris, 2] + (shape[contour, 2] - source[contour, 2]).mean()
+    return out
 
 
 # Smallest gap (canonical units, i.e. fractions of the interocular distance) kept between paired
@@ -236,21 +339,58 @@ def clamp_closures(shape: np.ndarray, source: np.ndarray | None = None, min_lip_
     return out
 
 
+def _eye_gains(source: np.ndarray, offsets: np.ndarray, gain: float) -> np.ndarray:
+    """(478, 1) gain of the eyes channel per point: ``gain``, except that above 1 it never closes a lid past shut.
+
+    Exaggeration means wider-open eyes and quicker squints, not lids pushed through each other: for
+    an eye that closes, a gain above 1 stops (not below 1) where the source's lids would meet.
+    Args: source (478, 3) the source's pose-free shape; offsets (478, 3) the eyes channel's offsets.
+    """
+    out = np.full((topo.NUM_LANDMARKS, 1), gain)
+    if gain <= 1.0:
+        return out
+    for upper, lower, side in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER, source[:, 0] < 0),
+                               (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER, source[:, 0] >= 0)):
+        closing = float((offsets[upper, 1] - offsets[lower, 1]).mean())  # > 0: the lids come together
+        gap = float((source[lower, 1] - source[upper, 1]).mean())
+        if closing > 1e-9:
+            out[side] = max(min(gain, gap / closing), 1.0)
+    return out
+
+
+def _bounded_gain(gain: float, offsets: np.ndarray, channel: str, limits: MotionLimits | None) -> float:
+    """``gain``, bent above 1 so that no point of ``channel`` moves further than its limit (``limits.<channel>_iod``;
+    soft, never below 1). Args: offsets (478, 3) the channel's expression offsets, canonical units.
+    """
+    if gain <= 1.0 or limits is None:
+        return gain
+    limit = float(getattr(limits, f"{channel}_iod"))
+    amount = float(np.linalg.norm(offsets[_CHANNEL_POINTS[channel], :2], axis=1).max())
+    if amount < 1e-9:
+        return gain
+    return max(float(soft_limit(gain * amount, limit, limits.knee)) / amount, 1.0)
+
+
 def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMode.RELATIVE,
-             gains: MotionGains = MotionGains(), reference_rotation: np.ndarray | None = None,
-             limits: MotionLimits | None = MotionLimits()) -> np.ndarray:
+             gains: MotionGains = MotionGains(), limits: MotionLimits | None = MotionLimits(),
+             eye_offsets: np.ndarray | None = None) -> np.ndarray:
     """Driven landmarks (478, 3) float64, in the source's pixels: the source face moved as the driver.
 
     Relative mode: R' = R_rel @ R_src, t' = t_src + shift * s_src, s' = s_src * exp(log_scale).
     Absolute mode: R' = R_driver (the driver's own orientation), position and scale as relative.
-    The expression offsets are always relative (absolute offsets would copy the driver's shape).
-    ``limits`` (None: none) softly bound how far the head goes from the photo's pose.
+    Each channel is scaled by its gain: the rotation away from the photo's pose by ``head_rotation``,
+    shift and scale by ``head_position``, the expression offsets by the eyes, brows and mouth gains
+    (channel_membership), the gaze by ``gaze``. The expression offsets are always relative (absolute
+    offsets would copy the driver's shape). ``limits`` (None: none) softly bound how far the head goes
+    from the photo's pose, the irises from the eye's middle and exaggerated expressions from neutral.
+    ``eye_offsets`` (478, 3) canonical units: what the eyes channel shows instead of the driver's lids
+    (zeros: the photo's own eyes; a blink).
     """
     if mode is TransferMode.ABSOLUTE:
-        rel = _rotmat(gains.pose * motion.absolute_rotation) @ source.pose.rotation.T
+        rel = _rotmat(gains.head_rotation * _rotvec(_rotmat(motion.absolute_rotation) @ source.pose.rotation.T))
     else:
-        rel = _rotmat(gains.pose * motion.rotvec)
-    log_scale, shift = gains.pose * motion.log_scale, gains.pose * motion.shift
+        rel = _rotmat(gains.head_rotation * motion.rotvec)
+    log_scale, shift = gains.head_position * motion.log_scale, gains.head_position * motion.shift
     if limits is not None:
         rel = limit_rotation(rel, limits)
         log_scale = float(soft_limit(log_scale, limits.log_scale, limits.knee))
@@ -258,7 +398,14 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     rotation = rel @ source.pose.rotation
     scale = source.pose.scale * float(np.exp(log_scale))
     translation = source.pose.translation + shift * source.pose.scale
-    shape = clamp_closures(source.shape + _channel_weights(gains) * motion.expression, source.shape)
+    m = channel_membership()
+    eyes = motion.expression if eye_offsets is None else eye_offsets
+    brows = _bounded_gain(gains.brows, motion.expression, "brows", limits)
+    mouth = _bounded_gain(gains.mouth, motion.expression, "mouth", limits)
+    eye_gain = np.minimum(_eye_gains(source.shape, eyes, gains.eyes), _bounded_gain(gains.eyes, eyes, "eyes", limits))
+    offsets = (m[:, 1:2] * brows + m[:, 2:3] * mouth) * motion.expression + m[:, 0:1] * eye_gain * eyes
+    shape = clamp_closures(source.shape + offsets, source.shape)
+    shape = place_irises(shape, source.shape, gains.gaze * motion.gaze, limits)
     return apply_pose(shape, Pose(rotation, translation, scale))
 
 

@@ -93,3 +93,41 @@ def eye_opening(points: np.ndarray) -> tuple[float, float]:
 # Skin around the mouth that moves with it: chin, the lower-lip skin and the upper-lip skin up to the nose.
 MOUTH_SURROUND = np.array([152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199, 200, 18, 17, 83, 313, 201, 421,
                            32, 262])
+
+# Eye corners (outer, inner) and iris centre of the subject's right and left eyes.
+_EYE_CORNERS_AND_IRIS = ((RIGHT_EYE_OUTER, RIGHT_EYE_INNER, int(RIGHT_IRIS[0])),
+                         (LEFT_EYE_INNER, LEFT_EYE_OUTER, int(LEFT_IRIS[0])))  # each pair ordered image-left first
+
+
+def eye_frames(points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Per eye (subject's right, then left): corner midpoint (2,), unit axis along the corners towards the
+    image right (2,), unit axis across them, downwards (2,), and the corner distance (width, in the units of
+    ``points``). Eye corners do not move in a blink, so neither does this frame."""
+    out = []
+    for a, b, _ in _EYE_CORNERS_AND_IRIS:
+        left, right = points[a, :2].astype(np.float64), points[b, :2].astype(np.float64)
+        width = float(np.linalg.norm(right - left))
+        axis = (right - left) / max(width, 1e-9)
+        out.append(((left + right) / 2, axis, np.array([-axis[1], axis[0]]), width))
+    return out
+
+
+def eye_gazes(points: np.ndarray) -> np.ndarray:
+    """Where each iris sits in its eye: (2, 2) float64, rows (subject's right eye, left eye), columns (x, y).
+
+    The iris centre's offset from the midpoint of the eye corners, along the corner line (x, towards the
+    image right) and across it (y, down), in eye widths (corner distance). Looking straight ahead both are
+    near 0; looking hard to one side x is about +-0.2.
+    Args: points (478, D) float, D >= 2, any units (image pixels or a pose-free shape).
+    """
+    out = np.empty((2, 2))
+    for k, ((mid, axis, down, width), (_, _, iris)) in enumerate(zip(eye_frames(points), _EYE_CORNERS_AND_IRIS,
+                                                                      strict=True)):
+        d = points[iris, :2].astype(np.float64) - mid
+        out[k] = (d @ axis / max(width, 1e-9), d @ down / max(width, 1e-9))
+    return out
+
+
+def gaze(points: np.ndarray) -> np.ndarray:
+    """Gaze of both eyes together: the mean of ``eye_gazes`` over the two eyes, (2,) float64 (x, y) in eye widths."""
+    return eye_gazes(points).mean(axis=0)

@@ -4,7 +4,8 @@ The spline's coefficients are solved in numpy (a small dense system), evaluated 
 grid with one float32 matmul and upsampled to a full remap table, so no per-pixel Python.
 Control points: the face's warp landmarks, a ring around the head that follows the head's
 rigid motion (hair and neck move with the head), and fixed anchors on the crop border
-(background stays put); the spline fades between ring and border.
+(background stays put); the spline fades between ring and border. Inside the eye openings a
+radial map moves the irises (gaze.py).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import numpy as np
 from . import topology as topo
 from .canonical import load_canonical
 from .errors import ShapeError
-from .eyelids import eye_frames, min_lid_gap_px, slide_lids
+from .eyelids import eye_frames, gaze_weights, min_lid_gap_px, slide_lids
+from .gaze import GazeMap
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
-IRIS_MARGIN = (0.25, 0.3)  # an iris centre stays this fraction of the eye's width, height inside its corners
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
 WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
 LID_SLIDE_WARP_VERSION = 5  # the warp with WarpConfig.lid_slide on (weights must be trained on it; none ship yet)
@@ -86,11 +87,6 @@ def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
         if x1 > x0 and y1 > y0:
             boxes.append((int(x0), int(y0), int(x1), int(y1)))
     return boxes
-
-
-def _lid_gap(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:
-    """Mean distance (pixels) between paired upper and lower eyelid points."""
-    return float(np.linalg.norm(points[lower, :2] - points[upper, :2], axis=1).mean())
 
 
 def _tps_kernel(d2: np.ndarray) -> np.ndarray:
@@ -205,11 +201,7 @@ class Warper:
         self._fold_pairs = self._occlusion_pairs()
         self._src_lid_mid = self.lid_midpoints(self.source_points)
         self._src_eye_frames = eye_frames(self.source_points)
-        self._eyes = [(self.source_points[contour, :2].astype(np.float64), self.source_points[iris[0], :2],
-                       _lid_gap(self.source_points, upper, lower), contour, iris[0], upper, lower)
-                      for contour, iris, upper, lower in (
-                          (topo.RIGHT_EYE, topo.RIGHT_IRIS, topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
-                          (topo.LEFT_EYE, topo.LEFT_IRIS, topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER))]
+        self._gaze = GazeMap(self.source_points, self.size_px)
 
     def _occlusion_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs (i, j) of face control points that can fold onto each other, with their source distance.
@@ -298,9 +290,6 @@ class Warper:
         m = self.mouth(driven_points)
         dst = [drv_face, drv_ring, self._border, m.upper_edge[m.opens], m.lower_edge[m.opens]]
         src = [self._src_all, self._src_mid[m.opens], self._src_mid[m.opens]]
-        for d, s_ in self._iris_points(driven_points):
-            dst.append(d)
-            src.append(s_)
         dst.append(self.lid_midpoints(driven_points))
         src.append(self._src_lid_mid)
         return np.concatenate(dst), np.concatenate(src)
@@ -324,35 +313,6 @@ class Warper:
                 out.append(np.stack([lid[:, 0], brow_y + f * (lid[:, 1] - brow_y)], 1))
         return np.concatenate(out)
 
-    def _iris_points(self, driven_points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Control points (3, 2) driven and source per open eye moving the iris (gaze), inside the eye.
-
-        As an eye closes the iris point fades into the plain eye motion (an affine map of the eye
-        contour) and is dropped when nearly shut: otherwise the iris texture would be dragged onto
-        the lid, and MediaPipe's irises of closed eyes wander anyway.
-        """
-        out = []
-        for src_contour, src_iris, src_gap, contour, iris, upper, lower in self._eyes:
-            ratio = _lid_gap(driven_points, upper, lower) / max(src_gap, 1e-6)
-            w = float(np.clip((ratio - 0.35) / 0.35, 0.0, 1.0))
-            w = w * w * (3 - 2 * w)
-            if w <= 0.0:
-                continue
-            drv_contour = driven_points[contour, :2].astype(np.float64)
-            lo, hi = drv_contour.min(0), drv_contour.max(0)
-            span = hi - lo
-            margin = np.array(IRIS_MARGIN) * span
-            p = np.clip(driven_points[iris, :2], lo + margin, hi - margin)
-            # Where the eye's own (affine) motion would take p: no gaze change.
-            a = np.concatenate([drv_contour, np.ones((len(drv_contour), 1))], 1)
-            coef, *_ = np.linalg.lstsq(a, src_contour, rcond=None)
-            plain = np.append(p, 1.0) @ coef
-            target = plain + w * (src_iris - plain)
-            # The centre and two points beside it, half an iris radius away, move the iris as a disc.
-            side = np.array([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0]]) * 0.1 * span[0]
-            out.append((p + side, target + side))
-        return out
-
     def flow(self, driven_points: np.ndarray) -> np.ndarray:
         """The remap table (size, size, 2) float32: output pixel -> source pixel (x, y).
 
@@ -374,9 +334,10 @@ class Warper:
         step = self._detail_step
         for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
             full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
-        if self.config.lid_slide:
+        self._gaze.apply(full, driven_points)
+        if self.config.lid_slide:  # after the gaze map: lids slide over the eyeball it holds
             slide_lids(full, eye_frames(driven_points), self._src_eye_frames, min_lid_gap_px(driven_points),
-                       self._src_iod)
+                       self._src_iod, gaze_weights(driven_points, self.source_points))
         return full
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:

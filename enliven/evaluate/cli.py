@@ -9,7 +9,10 @@ DEFAULT_OUT = Path("benchmarks") / "quality"  # relative to the working director
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate, write_report
+    # loaded only when the command runs: evaluation pulls in torch, the data pipeline and the judges
+    from .config import EvalConfig
+    from .report import write_report
+    from .run import evaluate
 
     logging.getLogger("enliven").setLevel(logging.INFO)
     cfg = EvalConfig(data_dir=str(args.data or ""), cache_dir=str(args.cache or ""), split=args.split,

@@ -30,11 +30,11 @@ from ..animation.animator import Animator, AnimatorConfig
 from ..engine import topology as topo
 from ..engine.compose import crop_transform
 from ..engine.defaults import builtin_photo
-from ..engine.procedural import builtin_motion
 from ..engine.patches import PatchRunner
+from ..engine.procedural import builtin_motion
 from ..engine.refine import GeneratorRunner
 from ..engine.warp import WarpConfig, Warper
-from ..train.dataset import _read_frames, eye_openings, mouth_openings, self_reenact
+from ..train.dataset import eye_openings, mouth_openings, read_frames, self_reenact
 
 BLINK_FRACTION = 0.5  # a driver frame is a blink when its lid gap is below this fraction of its clip's median
 OPEN_MOUTH = 0.25  # a driver frame opens the mouth above this inner-lip gap (interocular distances)
@@ -196,7 +196,7 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
                  for i in group[np.unique(np.linspace(0, len(group) - 1, min(per_clip, len(group))).astype(int))]}
         if not picks:
             continue
-        frames = _read_frames(Path(data_dir) / clip.row.file, {src, *picks})
+        frames = read_frames(Path(data_dir) / clip.row.file, {src, *picks})
         if src not in frames:
             continue
         t = crop_transform(clip.points[src], crop_px)

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from enliven.engine.errors import EnlivenError
+
 from .cli import add_serve_parser
 
 
@@ -17,8 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     add_serve_parser(sub)
     args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from enliven.engine.errors import EnlivenError
-
     try:
         return args.func(args)
     except EnlivenError as e:

@@ -5,14 +5,23 @@ Client -> server:
     {"type": "ping", "t": <client ms>}     every heartbeat_interval_s; any message counts as a heartbeat
     {"type": "set", "mode": "relative" | "absolute"}
     {"type": "set", "size": 256 | 512}
-    {"type": "set", "engine": "analytic" | "trained"}   (only "analytic" exists yet)
+    {"type": "set", "engine": "analytic" | "trained"}
+    {"type": "set", "gains": {"head_rotation": 0..1.5, "head_position": 0..1.5, "eyes": 0..2, "gaze": 0..2,
+                              "brows": 0..2, "mouth": 0..2}}   any subset; the others keep their values
+    {"type": "set", "eyes": "follow" | "open" | "auto-blink"}
+                                           one "set" may carry several of these; each is answered by
+                                           "settings" (all applied) or "error" (none applied); at most
+                                           MAX_SETS_PER_S a second, more are refused with "rate_limited"
     {"type": "reset_reference"}            take the next frames as the driver's neutral pose
 Server -> client:
     {"type": "hello", "ok": true, "settings": {...}, "heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 5.0}
     {"type": "pong", "t": <echoed>}
-    {"type": "stats", "fps_in", "fps_out", "server_ms_p50", "server_ms_p95", "step_ms_p50", "face_found", ...}
+    {"type": "stats", "fps_in", "fps_out", "server_ms_p50", "server_ms_p95", "step_ms_p50", "face_found", ...,
+     "settings": {"size", "mode", "engine", "gains": {...}, "eyes"}}
+                                           every stats_interval_s once connected; settings as applied now
     {"type": "face", "found": bool}        sent as soon as the face is lost or found again
     {"type": "hint", "max_fps": int}       the server cannot animate every webcam frame: send at most this many
+                                           (stats.fps_hint; when it keeps up again, max_fps is 30)
     {"type": "settings", "settings": {...}}
     {"type": "error", "code": str, "message": str}
     {"type": "bye", "reason": str}         the server is ending the session
@@ -21,22 +30,23 @@ are refused with an error (or dropped, for the rate limit); they do not end the 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from enliven.engine.motion import TransferMode
+from enliven.engine.choices import CROP_SIZES_PX, ENGINES
+from enliven.engine.motion import EyesMode, MotionGains, TransferMode
 
 from .config import ServerConfig
-from .media import EngineSettings
 from .sessions import Registry, Session, SessionState
-from .worker import generators
+from .stats import MAX_HINT_FPS, fps_hint
 
 logger = logging.getLogger(__name__)
 
-SIZES_PX = (256, 512)
-ENGINES = ("analytic", "trained")
+MAX_SETS_PER_S = 20  # "set" messages per session and second; the page sends at most 10 while a slider moves
 
 
 def _error(session: Session, code: str, message: str) -> None:
@@ -99,28 +109,73 @@ def _hello(session: Session, registry: Registry, config: ServerConfig, msg: dict
                   "heartbeat_timeout_s": config.heartbeat_timeout_s})
 
 
+def _allow_set(session: Session, now: float) -> bool:
+    """At most MAX_SETS_PER_S "set" messages per one-second window (sliders are throttled by the page)."""
+    start, count = session.set_window
+    if now - start >= 1.0:
+        session.set_window = (now, 1)
+        return True
+    if count >= MAX_SETS_PER_S:
+        return False
+    session.set_window = (start, count + 1)
+    return True
+
+
+def _gains(current: MotionGains, value: object) -> MotionGains:
+    """``current`` with the gains of a message's ``"gains"`` object replaced; ValueError says what is wrong."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError('gains must be an object of names to numbers, e.g. {"mouth": 1.3}')
+    return MotionGains.from_mapping(value, current)
+
+
 def _set(session: Session, msg: dict[str, Any]) -> None:
+    if not _allow_set(session, time.monotonic()):
+        _error(session, "rate_limited", f"settings may change at most {MAX_SETS_PER_S} times a second; "
+               "this change was dropped")
+        return
     current = session.engine.pending_settings
     new = current
     if "mode" in msg:
-        try:
-            new = EngineSettings(new.crop_size_px, TransferMode(msg["mode"]), new.engine)
-        except ValueError:
+        if msg["mode"] not in [m.value for m in TransferMode]:
             _error(session, "bad_value", 'mode must be "relative" or "absolute"')
             return
+        new = replace(new, mode=TransferMode(msg["mode"]))
     if "size" in msg:
-        if msg["size"] not in SIZES_PX or isinstance(msg["size"], bool):
-            _error(session, "bad_value", f"size must be one of {SIZES_PX}")
+        if msg["size"] not in CROP_SIZES_PX or isinstance(msg["size"], bool):
+            _error(session, "bad_value", f"size must be one of {CROP_SIZES_PX}")
             return
-        new = EngineSettings(int(msg["size"]), new.mode, new.engine)
+        new = replace(new, crop_size_px=int(msg["size"]))
     if "engine" in msg:
         if msg["engine"] not in ENGINES:
             _error(session, "bad_value", f"engine must be one of {ENGINES}")
             return
-        if msg["engine"] not in generators():
-            _error(session, "unavailable", "this engine has no trained generator yet; staying in analytic mode")
-        else:
-            new = EngineSettings(new.crop_size_px, new.mode, msg["engine"])
+        new = replace(new, engine=msg["engine"])
+    if "gains" in msg:
+        try:
+            new = replace(new, gains=_gains(new.gains, msg["gains"]))
+        except ValueError as e:
+            _error(session, "bad_value", str(e)[:200])
+            return
+    if "eyes" in msg:
+        if msg["eyes"] not in [m.value for m in EyesMode]:
+            _error(session, "bad_value", f"eyes must be one of {[m.value for m in EyesMode]}")
+            return
+        new = replace(new, eyes=EyesMode(msg["eyes"]))
     if new != current:
         session.engine.request(new)
     session.send({"type": "settings", "settings": new.public()})
+
+
+async def send_stats(session: Session, config: ServerConfig) -> None:
+    """Every ``stats_interval_s`` while connected: the stats message, and a hint when the frame-rate
+    limit the client should keep to changes (stats.fps_hint). Runs until cancelled."""
+    while True:
+        await asyncio.sleep(config.stats_interval_s)
+        if session.state == SessionState.CONNECTED:
+            snapshot = session.stats.snapshot()
+            session.send({"type": "stats", **snapshot, "dropped": session.inbox.dropped + session.outbox.dropped,
+                          "settings": session.engine.settings.public()})
+            hint = fps_hint(session.fps_hint, float(snapshot["fps_in"]), float(snapshot["fps_out"]))
+            if hint != session.fps_hint:
+                session.fps_hint = hint
+                session.send({"type": "hint", "max_fps": hint or MAX_HINT_FPS})

@@ -167,12 +167,13 @@ class LoopbackClient:
     def __init__(self, base_url: str, frames: Sequence[np.ndarray] | Callable[[int], np.ndarray], fps: float = 25.0,
                  photo: bytes | None = None, consent: bool = True, audio: bool = False, keep_every: int = 0,
                  heartbeat: bool = True, size: int | None = None, http: aiohttp.ClientSession | None = None,
-                 low_latency: bool = True, follow_hints: bool = True) -> None:
+                 low_latency: bool = True, follow_hints: bool = True, audio_send_only: bool = False) -> None:
         self.base = base_url.rstrip("/")
         self.track = ClipTrack(frames, fps)
         self.max_fps = fps
         self.follow_hints = follow_hints  # send fewer frames when the server says it cannot keep up, as the page does
         self.photo, self.consent, self.audio, self.size = photo, consent, audio, size
+        self.audio_send_only = audio_send_only  # offer the microphone without asking for it back
         self.keep_every = keep_every
         self.heartbeat = heartbeat
         self.low_latency = low_latency  # release received frames on the RTP marker bit, as browsers do
@@ -232,7 +233,10 @@ class LoopbackClient:
         self._wire_channel()
         pc.addTrack(self.track)
         if self.audio:
-            pc.addTrack(ToneTrack())
+            if self.audio_send_only:
+                pc.addTransceiver(ToneTrack(), direction="sendonly")
+            else:
+                pc.addTrack(ToneTrack())
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -356,7 +360,7 @@ def noise_frames(width: int = 640, height: int = 480, count: int = 8) -> list[np
 
 async def _main(args: argparse.Namespace) -> int:
     if args.face:
-        from enliven.fixtures import driving_frames
+        from enliven.fixtures import driving_frames  # renders the clip with MediaPipe: only for --face
 
         frames: Sequence[np.ndarray] = driving_frames(640, 480, fps=args.fps)
     else:

@@ -8,6 +8,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .protocol import ProtocolError, QuitRequest, ReadyReply, Reply, Request, StatsReply, StatsRequest, receive, send
 from .worker import worker_main
 
 logger = logging.getLogger(__name__)
@@ -40,32 +41,35 @@ class WorkerHandle:
             self.kill()
             raise WorkerError(f"worker {self.index} did not start within {READY_TIMEOUT_S:g} s")
         try:
-            self.conn.recv()
-        except (EOFError, OSError) as e:
-            self.alive = False
+            ready = receive(self.conn)
+        except (EOFError, OSError, ProtocolError) as e:
+            self.kill()
             raise WorkerError(f"worker {self.index} failed to start") from e
+        if not isinstance(ready, ReadyReply):
+            self.kill()
+            raise WorkerError(f"worker {self.index} sent {type(ready).__name__} instead of ReadyReply")
 
-    def call(self, msg: tuple[Any, ...], payload: bytes | None = None,
-             timeout_s: float = CALL_TIMEOUT_S) -> tuple[tuple[Any, ...], bytes | None]:
-        """Send one request and wait for its reply (and the reply's bytes, for frames)."""
+    def call(self, request: Request, timeout_s: float = CALL_TIMEOUT_S) -> Reply:
+        """Send one request and wait for its reply."""
         with self._lock:
             if not self.alive:
                 raise WorkerError(f"worker {self.index} is gone")
             try:
-                self.conn.send(msg)
-                if payload is not None:
-                    self.conn.send_bytes(payload)
+                send(self.conn, request)
                 if not self.conn.poll(timeout_s):
-                    raise WorkerError(f"worker {self.index} did not answer {msg[0]!r} within {timeout_s:g} s")
-                reply = self.conn.recv()
-                data = self.conn.recv_bytes() if reply[0] == "out" else None
+                    raise WorkerError(f"worker {self.index} did not answer {type(request).__name__} "
+                                      f"within {timeout_s:g} s")
+                reply = receive(self.conn)
             except WorkerError:
                 self.kill()
                 raise
             except (EOFError, OSError) as e:
                 self.kill()
                 raise WorkerError(f"worker {self.index} died") from e
-        return reply, data
+            except ProtocolError as e:
+                self.kill()
+                raise WorkerError(f"worker {self.index} broke the protocol: {e}") from e
+        return reply  # type: ignore[return-value]
 
     def kill(self) -> None:
         self.alive = False
@@ -79,7 +83,7 @@ class WorkerHandle:
         if self.alive:
             try:
                 with self._lock:
-                    self.conn.send(("quit",))
+                    send(self.conn, QuitRequest())
             except (OSError, ValueError):
                 pass
         self.proc.join(5)
@@ -125,11 +129,17 @@ class WorkerPool:
         for w in self.workers:
             if w.alive:
                 try:
-                    reply, _ = await loop.run_in_executor(None, w.call, ("stats",))
-                    total += int(reply[2])
+                    reply = await loop.run_in_executor(None, w.call, StatsRequest())
                 except WorkerError:
-                    pass
+                    continue
+                if isinstance(reply, StatsReply):
+                    total += reply.photos_alive
         return total
+
+    def state(self) -> list[dict[str, Any]]:
+        """The workers, for /debug/state: index, alive, sessions (count), pid."""
+        return [{"index": w.index, "alive": w.alive, "sessions": len(w.sessions), "pid": w.proc.pid}
+                for w in self.workers]
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()

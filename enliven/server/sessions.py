@@ -3,8 +3,12 @@
 A session is created by ``POST /api/sessions`` (with the built-in photo or an uploaded one) and
 lives until one of: the client closes, the data channel or peer connection closes, the heartbeat
 stops (``heartbeat_timeout_s``), no offer or no hello arrives in time, no webcam frame arrives for
-``idle_timeout_s``, ``DELETE /api/sessions/{id}``, or server shutdown. Ending is idempotent and
-drops the photo, the Animator and every frame derived from them; photos are never written to disk.
+``idle_timeout_s``, it reaches ``max_session_s``, ``DELETE /api/sessions/{id}``, or server shutdown.
+Ending is idempotent and drops the photo, the Animator, the consent record and every frame derived
+from them; photos are never written to disk.
+
+Logs and /debug/state name a session by ``log_id(id)``: a short hash, never the id itself (the id
+appears in URLs next to the token).
 """
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import enum
 import hmac
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -23,12 +26,26 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from .config import ServerConfig
-from .media import FrameStats, InputFrame, NewestSlot, OutputFrame, SessionEngine
+from .engines import SessionEngine, log_id
 from .photos import PhotoCounter
+from .stats import FrameStats
+from .tracks import InputFrame, NewestSlot, OutputFrame
 
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 0.25  # how often timeouts are checked
+MAX_CHANNEL_BUFFER_BYTES = 256 * 1024  # server messages waiting on the data channel beyond this are dropped
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """What the uploader confirmed, and when: kept with the session and dropped with it. Not the photo."""
+
+    at: str  # UTC time of the upload, ISO 8601
+    photo_sha256: str  # hex SHA-256 of the uploaded file as received
+
+    def public(self) -> dict[str, str]:
+        return {"at": self.at, "photo_sha256": self.photo_sha256}
 
 
 class SessionState(enum.Enum):
@@ -46,6 +63,8 @@ class Session:
     token: str
     engine: SessionEngine
     photo_kind: str  # "builtin" or "uploaded"
+    client: str = "unknown"  # the client's address key (http_guards.client_key): the per-client cap counts it
+    consent: ConsentRecord | None = None  # with an uploaded photo
     created_s: float = field(default_factory=time.monotonic)
     state: SessionState = SessionState.CREATED
     offered_s: float = 0.0
@@ -60,13 +79,15 @@ class Session:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     end_reason: str = ""
     _msg_window: tuple[float, int] = (0.0, 0)  # (window start, count) for the channel rate limit
+    set_window: tuple[float, int] = (0.0, 0)  # (window start, count) of "set" messages (channel.py's limit)
     dropped_messages: int = 0
+    dropped_sends: int = 0  # server messages dropped because the client does not read its data channel
     fps_hint: int | None = None  # the frame rate the client was last asked to send at most (None: any)
 
     @property
     def short(self) -> str:
-        """The id's first characters, for logs."""
-        return self.id[:8]
+        """The session's name in logs: a short hash of its id (log_id)."""
+        return log_id(self.id)
 
     def check_token(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
@@ -82,6 +103,9 @@ class Session:
         """Send a JSON message on the data channel if it is open (best effort)."""
         ch = self.channel
         if ch is not None and ch.readyState == "open" and self.state == SessionState.CONNECTED:
+            if ch.bufferedAmount > MAX_CHANNEL_BUFFER_BYTES:  # the client stopped reading: do not queue more
+                self.dropped_sends += 1
+                return
             try:
                 ch.send(json.dumps(message, separators=(",", ":")))
             except Exception as e:  # the transport may be closing
@@ -101,40 +125,14 @@ class Session:
         return True
 
 
-class RateLimiter:
-    """A token bucket per client address: ``burst`` at once, then ``rate_per_min``."""
-
-    def __init__(self, rate_per_min: float, burst: int) -> None:
-        self.rate_per_s = rate_per_min / 60.0
-        self.burst = max(1, burst)
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last update)
-
-    def take(self, key: str) -> float:
-        """Take one token. Returns 0 if allowed, else the seconds until one is available."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate_per_s
-
-    def prune(self) -> None:
-        """Forget addresses whose bucket is full again."""
-        now = time.monotonic()
-        full_after = self.burst / self.rate_per_s
-        for key in [k for k, (_, last) in self._buckets.items() if now - last > full_after]:
-            del self._buckets[key]
-
-
 class Registry:
     """All live sessions, with the capacity limit, the reaper and deletion."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.sessions: dict[str, Session] = {}
-        self.reserved = 0  # creations in progress (photo being decoded), counted against capacity
+        self.reserved = 0  # creations in progress (photo being prepared), counted against capacity
+        self.reserved_by: dict[str, int] = {}  # the same, per client address
         self.ending = 0  # sessions being torn down (their memory is not yet released)
         self.photos = PhotoCounter()
         self.ended_total = 0
@@ -142,10 +140,28 @@ class Registry:
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.on_end: list[Callable[[Session], None]] = []
+        self.on_reap: list[Callable[[], None]] = []  # run with each reaper pass (e.g. pruning rate limiters)
 
     # --- capacity -----------------------------------------------------------------------------
     def full(self) -> bool:
         return len(self.sessions) + self.reserved + self.ending >= self.config.max_sessions
+
+    def client_count(self, client: str) -> int:
+        """Live sessions of one client address (and creations of it in progress)."""
+        return sum(1 for s in self.sessions.values() if s.client == client) + self.reserved_by.get(client, 0)
+
+    def reserve(self, client: str) -> None:
+        """Count a creation in progress (its photo being prepared) against the capacity; ``unreserve`` after."""
+        self.reserved += 1
+        self.reserved_by[client] = self.reserved_by.get(client, 0) + 1
+
+    def unreserve(self, client: str) -> None:
+        self.reserved -= 1
+        left = self.reserved_by.get(client, 0) - 1
+        if left > 0:
+            self.reserved_by[client] = left
+        else:
+            self.reserved_by.pop(client, None)
 
     def new_ids(self) -> tuple[str, str]:
         """A fresh (session id, token): 128 and 256 random bits."""
@@ -177,6 +193,7 @@ class Registry:
         session.send({"type": "bye", "reason": reason})
         session.state = SessionState.ENDED
         session.end_reason = reason
+        session.consent = None
         self.sessions.pop(session.id, None)
         self.ending += 1
         try:
@@ -238,6 +255,8 @@ class Registry:
     def timed_out(self, s: Session, now: float) -> str | None:
         """Why ``s`` should end now, or None."""
         c = self.config
+        if now - s.created_s > c.max_session_s:
+            return "maximum session length"
         if s.state == SessionState.CREATED and now - s.created_s > c.offer_timeout_s:
             return "no offer in time"
         if s.state == SessionState.OFFERED and now - s.offered_s > c.connect_timeout_s:
@@ -255,6 +274,8 @@ class Registry:
             reason = self.timed_out(s, now)
             if reason is not None:
                 self.end_soon(s, reason)
+        for callback in self.on_reap:
+            callback()
 
     # --- introspection ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -265,28 +286,27 @@ class Registry:
             "ending": self.ending,
             "max_sessions": self.config.max_sessions,
             "photos_alive": self.photos.alive,
+            "consent_records": sum(1 for s in self.sessions.values() if s.consent is not None),
             "ended_total": self.ended_total,
             "end_reasons": dict(self.end_reasons),
             "per_session": [
                 {"id": s.short, "state": s.state.value, "inbox_depth": s.inbox.depth,
-                 "outbox_depth": s.outbox.depth, "remote_queue": _remote_queue(s),
+                 "outbox_depth": s.outbox.depth, "remote_queue": _remote_queue(s, "video"),
                  "dropped_in": s.inbox.dropped, "dropped_out": s.outbox.dropped,
                  "frames_in": s.stats.frames_in, "frames_out": s.stats.frames_out, "errors": s.stats.errors,
-                 "dropped_messages": s.dropped_messages, "tasks": len(s.tasks)}
+                 "dropped_messages": s.dropped_messages, "dropped_sends": s.dropped_sends,
+                 "tasks": len(s.tasks), "remote_audio_queue": _remote_queue(s, "audio"),
+                 "dropped_oversized": s.stats.dropped_oversized, "dropped_undecoded": s.stats.dropped_undecoded}
                 for s in self.sessions.values()
             ],
         }
 
 
-def _remote_queue(s: Session) -> int | None:
-    """Frames waiting in aiortc's queue behind the webcam track (its private, unbounded queue)."""
+def _remote_queue(s: Session, kind: str) -> int | None:
+    """Frames waiting in aiortc's queue behind the webcam or microphone track (its private, unbounded queue)."""
     for t in s.remote_tracks:
         q = getattr(t, "_queue", None)
-        if t.kind == "video" and q is not None:
+        if t.kind == kind and q is not None:
             return int(q.qsize())
     return None
 
-
-def retry_after_s(seconds: float) -> str:
-    """A Retry-After header value: whole seconds, at least 1."""
-    return str(max(1, math.ceil(seconds)))

@@ -229,8 +229,15 @@ def plan_pairs(clips: list[ClipLandmarks], people: set[str], cfg: PairConfig, pe
 _IMAGE_FIELDS = ("source", "warped", "target", "drawing")  # (N, R, R, 3) uint8 each
 
 
-def _read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The frames of the video at ``path`` whose indices are in ``wanted``, decoded in one pass.
+
+    Returns: {index: (H, W, 3) uint8 RGB, upright}; indices past the end of the video are missing.
+    Decoding stops at the largest wanted index. Raises: BadVideoError if the file cannot be read.
+    """
     out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
     last = max(wanted)
     with DrivingVideo(path) as video:
         for i, frame in enumerate(video):
@@ -285,7 +292,7 @@ def build_pairs(data_dir: Path, cache_dir: Path, cfg: PairConfig, subset: str = 
     for k, ci in enumerate(bar, start=start_clip):
         clip = clips[ci]
         items = by_clip[ci]
-        frames = _read_frames(Path(data_dir) / clip.row.file, {plans[i].source for i in items}
+        frames = read_frames(Path(data_dir) / clip.row.file, {plans[i].source for i in items}
                               | {plans[i].driver for i in items})
         cached: tuple[int, Warper, np.ndarray, CropTransform] | None = None
         for i in items:

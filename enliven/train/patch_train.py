@@ -46,7 +46,7 @@ from .cache import (
     load_clip_landmarks,
     read_manifest,
 )
-from .dataset import PairConfig, _person_split, _read_frames, plan_pairs, self_reenact
+from .dataset import PairConfig, _person_split, plan_pairs, read_frames, self_reenact
 from .loop import _Stop
 from .losses import masked_l1, ms_ssim
 
@@ -115,7 +115,7 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
         ci = clip_ids[k]
         clip = clips[ci]
         items = by_clip[ci]
-        frames = _read_frames(Path(data_dir) / clip.row.file, {plans[i].source for i in items}
+        frames = read_frames(Path(data_dir) / clip.row.file, {plans[i].source for i in items}
                               | {plans[i].driver for i in items})
         for i in items:
             p = plans[i]

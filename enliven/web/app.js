@@ -10,7 +10,8 @@
     consentBox: $("consent-box"), useDefault: $("use-default"), local: $("local"), remote: $("remote"),
     start: $("start"), stop: $("stop"), del: $("delete"), mic: $("mic"), hear: $("hear"), status: $("status"),
     fps: $("stat-fps"), latency: $("stat-latency"), face: $("stat-face"), server: $("stat-server"),
-    reset: $("reset"), size: $("size"), engine: $("engine"),
+    reset: $("reset"), size: $("size"), engine: $("engine"), eyes: $("eyes"), gainsReset: $("gains-reset"),
+    gains: Array.from(document.querySelectorAll("input[data-gain]")),
   };
   const DEFAULT_PHOTO = "/static/default-photo.png";
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -23,6 +24,78 @@
     rttMs: null, server: null, errors: [],
   };
   window.enliven = { stats };
+
+  // --- motion controls: per-channel strength and the eyelids, remembered by this browser ----------
+  // Sent whole on every change ({"type": "set", "gains": {...}}), at most every SEND_INTERVAL_MS while a
+  // slider moves (the last position always goes out); the server checks them and echoes them in stats.
+  const CONTROLS_KEY = "enliven.controls.v1";
+  const SEND_INTERVAL_MS = 100;
+  const EYE_MODES = ["follow", "open", "auto-blink"];
+  const controls = { timer: null, dirty: false };
+
+  function gains() {
+    const out = {};
+    ui.gains.forEach((el) => { out[el.dataset.gain] = parseFloat(el.value); });
+    return out;
+  }
+
+  function showGain(el) {
+    $(`${el.id}-value`).textContent = parseFloat(el.value).toFixed(2);
+  }
+
+  function saveControls() {
+    try {
+      localStorage.setItem(CONTROLS_KEY, JSON.stringify({ gains: gains(), eyes: ui.eyes.value }));
+    } catch (e) { /* storage off (private mode): the controls still work for this visit */ }
+  }
+
+  function loadControls() {
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(CONTROLS_KEY) || "null"); } catch (e) { saved = null; }
+    if (!saved || typeof saved !== "object") return;
+    ui.gains.forEach((el) => {
+      const v = saved.gains && saved.gains[el.dataset.gain];
+      if (typeof v === "number" && v >= parseFloat(el.min) && v <= parseFloat(el.max)) el.value = String(v);
+    });
+    if (EYE_MODES.includes(saved.eyes)) ui.eyes.value = saved.eyes;
+  }
+
+  function sendGains() {
+    controls.dirty = false;
+    send({ type: "set", gains: gains() });
+  }
+
+  function gainsChanged() {
+    saveControls();
+    if (controls.timer) { controls.dirty = true; return; }
+    sendGains();
+    controls.timer = setInterval(() => {
+      if (controls.dirty) sendGains();
+      else { clearInterval(controls.timer); controls.timer = null; }
+    }, SEND_INTERVAL_MS);
+  }
+
+  // After the hello: send what this browser remembers, if the server's session starts elsewhere.
+  function syncControls(settings) {
+    const mine = gains();
+    const theirs = (settings && settings.gains) || {};
+    if (Object.keys(mine).some((k) => theirs[k] !== mine[k])) sendGains();
+    if (settings && settings.eyes !== ui.eyes.value) send({ type: "set", eyes: ui.eyes.value });
+  }
+
+  loadControls();
+  ui.gains.forEach((el) => {
+    showGain(el);
+    el.addEventListener("input", () => { showGain(el); gainsChanged(); });
+  });
+  ui.gainsReset.addEventListener("click", () => {
+    ui.gains.forEach((el) => { el.value = "1"; showGain(el); });
+    gainsChanged();
+  });
+  ui.eyes.addEventListener("change", () => {
+    saveControls();
+    send({ type: "set", eyes: ui.eyes.value });
+  });
 
   function setStatus(text, kind = "") {
     ui.status.textContent = text;
@@ -188,7 +261,7 @@
       run.timers.push(setInterval(() => {
         send({ type: "ping", t: performance.now() });
         // The server answers every ping: silence for 5 s means it is gone (ICE alone takes ~30 s).
-        if (live === run && performance.now() - run.lastHeard > 5000) stop("Lost the connection to the server.", "error");
+        if (live === run && !run.asking && performance.now() - run.lastHeard > 5000) lost(run);
       }, 1000));
     });
     dc.addEventListener("close", () => {
@@ -204,6 +277,7 @@
         const mode = document.querySelector('input[name="mode"]:checked').value;
         if (mode !== m.settings.mode) send({ type: "set", mode });
         if (ui.engine.value !== m.settings.engine) send({ type: "set", engine: ui.engine.value });
+        syncControls(m.settings);
       } else if (m.type === "pong" && typeof m.t === "number") {
         stats.rttMs = performance.now() - m.t;
       } else if (m.type === "stats") {
@@ -227,6 +301,20 @@
         stop(`The server ended the session (${m.reason}).`, m.reason === "deleted by the user" ? "" : "error");
       }
     });
+  }
+
+  // The session went quiet: ask the page's server why (with --cluster, the machine animating it may be gone).
+  async function lost(run) {
+    run.asking = true;
+    let why = "";
+    try {
+      const r = await fetch(`/api/sessions/${encodeURIComponent(run.session)}`, {
+        headers: { Authorization: `Bearer ${run.token}` }, signal: AbortSignal.timeout(3000),
+      });
+      const body = await r.json();
+      if (body.state === "ended" && body.reason) why = `: the session ended (${body.reason})`;
+    } catch (e) { /* the server is unreachable too */ }
+    if (live === run) stop(`Lost the connection to the server${why}.`, "error");
   }
 
   function showFace(found) {

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,13 +26,45 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from enliven.server.engines import log_id
+
 T = TypeVar("T")
 
 # Test timeouts (seconds): short, so reaping is seen quickly; generous enough for a busy CPU.
 TEST_TIMEOUTS = ["--idle-timeout", "5", "--offer-timeout", "6", "--connect-timeout", "6", "--heartbeat-timeout", "5"]
+# Rate limits and the per-client cap out of the way (every test client comes from 127.0.0.1).
+NO_LIMITS = ["--create-rate", "6000", "--create-burst", "1000", "--offer-rate", "6000", "--offer-burst", "1000",
+             "--max-sessions-per-client", "100"]
 LOG_PROBLEMS = ("Traceback", "Task exception was never retrieved", "Task was destroyed but it is pending",
                 "ERROR")
+# S3: no photo in the log, raw or as base64 (PNG, JPEG, WebP starts), nor long base64 runs
+PHOTO_IN_LOG = re.compile(rb"\x89PNG|\xff\xd8\xff|RIFF....WEBP|iVBORw0KGgo|/9j/|UklGR|[A-Za-z0-9+/]{200,}", re.S)
 STARTUP_TIMEOUT_S = 120.0
+POLL_INTERVAL_S = 0.2
+
+
+def wait_until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """Poll ``predicate()`` until it returns something true (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never reached within {timeout_s:g} s: {what}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+async def until(predicate: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
+    """``wait_until`` inside a running event loop (the clients' tasks keep running while it waits)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"never reached within {timeout_s:g} s: {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 @dataclass
@@ -61,20 +93,28 @@ class Server:
                 return state
             if time.monotonic() > deadline:
                 pytest.fail(f"server never reached: {what}; last state {state}")
-            time.sleep(0.2)
+            time.sleep(POLL_INTERVAL_S)
+
+    def wait_ended(self, session_id: str | None, timeout_s: float = 20.0) -> dict[str, Any]:
+        """Wait until the session with this id is no longer live."""
+        short = log_id(session_id or "")
+        return self.wait_for(lambda s: all(p["id"] != short for p in s["per_session"]), timeout_s,
+                             f"session {short} ended")
 
     def wait_idle(self, timeout_s: float = 20.0) -> dict[str, Any]:
         return self.wait_for(lambda s: s["sessions"] == s["reserved"] == s["ending"] == 0, timeout_s,
                              "no live session")
 
 
-def start_server(log_path: Path, *args: str, echo_frame_ids: bool = True) -> Server:
+def start_server(log_path: Path, *args: str, echo_frame_ids: bool = True, cwd: Path | None = None) -> Server:
     env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", *args]
     if echo_frame_ids:
         cmd.append("--echo-frame-ids")
     log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if cwd is not None:  # the checkout stays importable from another working directory
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     log.close()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -99,6 +139,7 @@ def stop_server(server: Server) -> None:
             pytest.fail("the server did not stop within 20 s of SIGTERM")
     log = server.log()
     problems = [line for line in log.splitlines() if any(p in line for p in LOG_PROBLEMS)]
+    problems += [f"photo data in the log: {m.group(0)[:40]!r}" for m in PHOTO_IN_LOG.finditer(server.log_path.read_bytes())]
     assert not problems, "server log shows problems:\n" + "\n".join(problems[:20]) + "\n---\n" + log[-4000:]
 
 
@@ -108,6 +149,25 @@ def run(coro: Awaitable[T], timeout_s: float = 120.0) -> T:
         return await asyncio.wait_for(coro, timeout_s)
 
     return asyncio.run(bounded())
+
+
+LABEL_TOLERANCE = 8.0  # grey levels: a VP8 round trip blurs the label's text a little (measured ~1.3)
+
+
+def label_mismatch(image: np.ndarray) -> float:
+    """How far the bottom-right corner of an animated frame ((S, S, 3) uint8) is from the "AI-generated"
+    label the server burns in: the mean absolute difference, in grey levels, inside the label's box,
+    against the label drawn by session_animator.stamp_disclosure itself (0 for a frame as made; a few
+    levels after a VP8 round trip; ~100 without the label)."""
+    from enliven.server.session_animator import stamp_disclosure
+
+    reference = np.full_like(image, 128)
+    stamp_disclosure(reference)
+    ys, xs = np.nonzero(np.any(reference != 128, axis=2))
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    got = image[box].astype(np.float32).mean(axis=2)
+    want = reference[box].astype(np.float32).mean(axis=2)
+    return float(np.abs(got - want).mean())
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:

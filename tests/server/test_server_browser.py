@@ -5,19 +5,22 @@ The page is driven like a person would (press "Start camera"); the test then rea
   * it plays at no less than MIN_FPS frames per second (what the page shows, counted per frame),
   * its frames are not the static photo,
   * its head turns follow the fake webcam's (correlation of a yaw measure over one loop of the clip).
-It also saves docs/screenshot.png of the page in use.
+It also saves a screenshot of the page in use: to $ENLIVEN_SCREENSHOT when set (e.g. docs/screenshot.png
+to refresh the README's picture), else to the temporary folder, so a test run never changes the checkout.
 Needs Debian's /usr/bin/chromium and the playwright package (scripts/setup_browser.sh installs both).
 """
 from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import Server, start_server, stop_server, write_y4m
+from server_harness import NO_LIMITS, Server, start_server, stop_server, write_y4m
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,7 +29,7 @@ CLIP_FPS = 25
 MIN_FPS = 10.0  # the stated floor for the animated stream in the page (expected ~25 on an idle 2-core box)
 MIN_FOLLOW_CORRELATION = 0.7  # output yaw vs webcam yaw, best alignment over one loop of the clip
 CAPTURE_S = 10.5  # one loop of the 10 s clip, plus a little
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
+SCREENSHOT = Path(os.environ.get("ENLIVEN_SCREENSHOT", Path(tempfile.gettempdir()) / "enliven-screenshot.png"))
 
 # In the page: sample the animated <video> into PNGs every 100 ms, and count the frames it shows.
 CAPTURE_JS = """
@@ -71,8 +74,7 @@ def _best_alignment(times_s: np.ndarray, values: np.ndarray, reference: np.ndarr
 
 @pytest.fixture(scope="module")
 def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    s = start_server(tmp_path_factory.mktemp("browser") / "server.log", "--create-rate", "600",
-                     "--create-burst", "100", echo_frame_ids=False)
+    s = start_server(tmp_path_factory.mktemp("browser") / "server.log", *NO_LIMITS, echo_frame_ids=False)
     yield s
     stop_server(s)
 
@@ -200,3 +202,75 @@ def test_page_upload_needs_consent_and_shows_refusals(browser_server: Server, cl
             browser.close()
     state = browser_server.wait_idle(timeout_s=20)
     assert state["photos_alive"] == 0
+
+
+SET_SLIDER_JS = """
+([id, value]) => {
+  const el = document.getElementById(id);
+  el.value = String(value);
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+}
+"""
+ECHOED_JS = """
+([name, value]) => {
+  const s = window.enliven.stats.server;
+  return !!(s && s.settings && s.settings.gains && Math.abs(s.settings.gains[name] - value) < 1e-9);
+}
+"""
+
+
+def test_page_sliders_change_the_live_session_and_are_remembered(browser_server: Server, clip: list[np.ndarray],
+                                                                 tmp_path: Path) -> None:
+    """Move the mouth and gaze sliders and pick auto-blink: the server's stats echo them while streaming; a slider
+    dragged quickly ends at its last value without tripping the server's rate limit; after a reload the page
+    shows the same controls and a new session starts with them."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed: run scripts/setup_browser.sh (bash test.sh does)")
+    playwright = pytest.importorskip("playwright.sync_api")
+
+    y4m = tmp_path / "webcam.y4m"
+    write_y4m(y4m, clip[:50], CLIP_FPS)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}"])
+        try:
+            page = browser.new_page(bypass_csp=True)
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(browser_server.url)
+            assert page.locator("#gain-mouth-value").inner_text() == "1.00"
+            page.click("#start")
+            page.wait_for_function("window.enliven.stats.framesShown > 10", timeout=90_000)
+            page.wait_for_function(ECHOED_JS, arg=["mouth", 1.0], timeout=10_000)  # stats carry the gains
+
+            page.evaluate(SET_SLIDER_JS, ["gain-mouth", 0.35])
+            page.select_option("#eyes", "auto-blink")
+            page.wait_for_function(ECHOED_JS, arg=["mouth", 0.35], timeout=10_000)
+            page.wait_for_function("window.enliven.stats.server.settings.eyes === 'auto-blink'", timeout=10_000)
+            assert page.locator("#gain-mouth-value").inner_text() == "0.35"
+
+            for i in range(40):  # a quick drag: 40 input events at once
+                page.evaluate(SET_SLIDER_JS, ["gain-gaze", round(0.05 * i, 2)])
+            page.wait_for_function(ECHOED_JS, arg=["gaze", 1.95], timeout=10_000)
+            errors = page.evaluate("window.enliven.stats.errors")
+            assert not errors, errors  # throttled by the page: no rate_limited, no bad_value
+
+            page.reload()
+            assert page.locator("#gain-mouth").input_value() == "0.35"
+            assert page.locator("#gain-gaze").input_value() == "1.95"
+            assert page.locator("#eyes").input_value() == "auto-blink"
+            page.click("#start")
+            page.wait_for_function("window.enliven.stats.framesShown > 5", timeout=90_000)
+            page.wait_for_function(ECHOED_JS, arg=["mouth", 0.35], timeout=10_000)
+            page.wait_for_function("window.enliven.stats.server.settings.eyes === 'auto-blink'", timeout=10_000)
+            page.click("#gains-reset")
+            page.wait_for_function(ECHOED_JS, arg=["gaze", 1.0], timeout=10_000)
+            page.click("#stop")
+        finally:
+            browser.close()
+    browser_server.wait_idle(timeout_s=20)
+    assert not [c for c in console if c.startswith(("error", "pageerror"))], console

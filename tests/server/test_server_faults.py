@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import Server, run, start_server, stop_server
+from server_harness import Server, run, start_server, stop_server, until
 
 from enliven.server.client import LoopbackClient
 
@@ -84,7 +84,7 @@ def test_a_dead_worker_ends_its_sessions_and_is_replaced(server: Server, clip: l
         try:
             await fresh.connect()
             await asyncio.wait_for(fresh.first_frame.wait(), 90)
-            await asyncio.sleep(1.0)
+            await until(lambda: len(fresh.result.received) > 5, 30, "frames from the replaced worker")
             return len(fresh.result.received)
         finally:
             await fresh.close()

@@ -1,4 +1,5 @@
-"""The server's parts on their own: newest-frame slot, jitter buffer, rate limiter, frame ids, config, CLI."""
+"""The server's parts on their own: newest-frame slot, jitter buffer, rate limiter, frame ids, offer checks,
+config, CLI, frame-rate hints, the delayed microphone."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +9,14 @@ import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
+from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.server._jitter import MarkerJitterBuffer
-from enliven.server.app import HttpError, check_offer_sdp
 from enliven.server.cli import add_serve_parser, config_from_args
 from enliven.server.client import read_id, stamp_id
 from enliven.server.config import ServerConfig
-from enliven.server.media import NewestSlot, SlotClosed
-from enliven.server.sessions import RateLimiter
+from enliven.server.http_guards import HttpError, RateLimiter
+from enliven.server.signalling import check_offer_sdp
+from enliven.server.tracks import NewestSlot, SlotClosed
 
 
 def test_newest_slot_keeps_only_the_newest() -> None:
@@ -67,6 +69,9 @@ def test_rate_limiter_bucket() -> None:
     wait = rl.take("a")
     assert 0 < wait <= 1.0
     assert rl.take("b") == 0  # per address
+    with pytest.raises(HttpError) as e:
+        rl.check("a", "sessions created")
+    assert e.value.status == 429 and int(e.value.headers["Retry-After"]) >= 1
 
 
 def test_frame_id_barcode_round_trip_survives_noise() -> None:
@@ -80,17 +85,98 @@ def test_frame_id_barcode_round_trip_survives_noise() -> None:
     assert read_id(np.zeros((8, 8, 3), np.uint8)) is None
 
 
-def test_offer_precheck_refuses_structure_it_cannot_serve() -> None:
-    config = ServerConfig()
-    good = ("v=0\r\na=fingerprint:sha-256 AB:CD\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\na=setup:actpass\r\n"
-            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
-            "a=mid:1\r\n")
-    check_offer_sdp(good, config)
-    for bad in ("", "hello", good.replace("m=video", "m=audio"), good.replace("a=mid:1\r\n", ""),
-                good.replace("AB:CD", "nothex"), good + "m=video 9 x\r\na=mid:2\r\n"):
-        with pytest.raises(HttpError) as e:
-            check_offer_sdp(bad, config)
-        assert e.value.status == 400
+FINGERPRINT = ":".join(["AB"] * 32)
+GOOD_OFFER = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+              f"a=fingerprint:sha-256 {FINGERPRINT}\r\na=ice-ufrag:abcd\r\na=ice-pwd:{'p' * 22}\r\n"
+              "a=setup:actpass\r\n"
+              "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtcp-mux\r\n"
+              "a=rtpmap:96 VP8/90000\r\n"
+              "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
+              "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n"
+              "a=sctp-port:5000\r\n")
+
+
+def _refused(sdp: str, config: ServerConfig | None = None) -> str:
+    with pytest.raises(HttpError) as e:
+        check_offer_sdp(sdp, config or ServerConfig())
+    assert e.value.status == 400
+    return e.value.message
+
+
+def test_offer_check_parses_as_aiortc_does() -> None:
+    checked = check_offer_sdp(GOOD_OFFER, ServerConfig())
+    assert checked.kinds == ("video", "application") and checked.candidates == 1
+    audio = GOOD_OFFER.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace(
+        "a=rtpmap:96 VP8/90000", "a=rtpmap:111 opus/48000/2")
+    assert check_offer_sdp(audio, ServerConfig()).kinds == ("audio", "application"), (
+        "a data channel and a microphone without a webcam (landmarks mode) pass the structural check")
+    extra_video = "m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:2\r\na=rtcp-mux\r\na=rtpmap:97 VP8/90000\r\n"
+    for name, bad in [
+        ("empty", ""), ("not sdp", "hello"),
+        ("no data channel", GOOD_OFFER[:GOOD_OFFER.index("m=application")]),
+        ("two data channels", GOOD_OFFER + GOOD_OFFER[GOOD_OFFER.index("m=application"):].replace(
+            "a=mid:1", "a=mid:2")),
+        ("two videos", GOOD_OFFER + extra_video),
+        # hidden from a line regex: aiortc's parser also splits on a lone CR, form feed, NEL, U+2028...
+        ("video after a lone CR", GOOD_OFFER.replace("a=sctp-port:5000\r\n", "a=sctp-port:5000\r" +
+                                                      extra_video.replace("\r\n", "\r"))),
+        ("video after U+2028", GOOD_OFFER + "a=x-note:hi\u2028" + extra_video),
+        ("video after a form feed", GOOD_OFFER + "a=x-note:hi\x0c" + extra_video),
+        ("unknown kind", GOOD_OFFER + "m=text 9 RTP/AVP 0\r\na=mid:3\r\n"),
+        ("no mid", GOOD_OFFER.replace("a=mid:1\r\n", "")),
+        ("duplicate mid", GOOD_OFFER.replace("a=mid:1", "a=mid:0")),
+        ("no ice-ufrag", GOOD_OFFER.replace("a=ice-ufrag:abcd\r\n", "")),
+        ("no setup", GOOD_OFFER.replace("a=setup:actpass\r\n", "")),
+        ("no fingerprint", GOOD_OFFER.replace(f"a=fingerprint:sha-256 {FINGERPRINT}\r\n", "")),
+        ("sha-1 fingerprint", GOOD_OFFER.replace("sha-256 " + FINGERPRINT, "sha-1 " + ":".join(["AB"] * 20))),
+        ("sha-224 fingerprint", GOOD_OFFER.replace("sha-256 " + FINGERPRINT, "sha-224 " + ":".join(["AB"] * 28))),
+        ("short fingerprint", GOOD_OFFER.replace(FINGERPRINT, "AB:CD")),
+        ("not hex", GOOD_OFFER.replace(FINGERPRINT, "ZZ" + FINGERPRINT[2:])),
+        ("bad candidate", GOOD_OFFER.replace("typ host", "typ")),
+        ("bad port", GOOD_OFFER.replace("m=video 9", "m=video banana")),
+        ("too many candidates", GOOD_OFFER.replace(
+            "a=candidate:1", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\na=candidate:1" * 40)),
+    ]:
+        message = _refused(bad)
+        assert message, name
+    assert "sha-256" in _refused(GOOD_OFFER.replace("sha-256 " + FINGERPRINT, "sha-1 " + ":".join(["AB"] * 20)))
+    assert check_offer_sdp(GOOD_OFFER, ServerConfig(max_offer_video=1)).kinds[0] == "video"
+    _refused(GOOD_OFFER, ServerConfig(max_offer_video=0))
+
+
+def test_offer_check_drops_candidates_outside_the_peer_networks() -> None:
+    from aiortc.sdp import SessionDescription
+
+    from enliven.server.ice_policy import IcePolicy
+
+    config = ServerConfig(ice_peer_networks=("127.0.0.0/8",))
+    policy = IcePolicy.for_config(config)
+    before = policy.counters.refused_candidates
+    offer = GOOD_OFFER.replace("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n", "".join(
+        f"a=candidate:{i} 1 udp 2130706431 {host} 5000 typ host\r\n"
+        for i, host in enumerate(["127.0.0.1", "8.8.8.8", "192.168.1.9", "2001:db8::1", "abcd-1234.local"])))
+    checked = check_offer_sdp(offer, config)
+    assert (checked.candidates, checked.refused_candidates) == (1, 4)
+    hosts = [c.ip for m in SessionDescription.parse(checked.sdp).media for c in m.ice_candidates]
+    assert hosts == ["127.0.0.1"], "aiortc is only given the allowed candidates"
+    assert policy.counters.refused_candidates == before + 4
+    assert checked.sdp.count("m=") == 2 and "a=fingerprint:sha-256" in checked.sdp
+
+
+def test_ice_policy_defaults_follow_the_listening_address() -> None:
+    from enliven.server.ice_policy import IcePolicy
+
+    loop = IcePolicy.for_config(ServerConfig(host="127.0.0.1"))
+    assert loop.local_addresses == ("127.0.0.1",)
+    assert loop.peer_allowed("127.0.0.1") and not loop.peer_allowed("8.8.8.8")
+    assert not loop.peer_allowed("192.0.2.7") and not loop.peer_allowed("not an address")
+    lan = IcePolicy.for_config(ServerConfig(host="0.0.0.0"))
+    assert lan.local_addresses is None  # every interface
+    assert lan.peer_allowed("192.168.1.9") and lan.peer_allowed("10.1.2.3") and not lan.peer_allowed("8.8.8.8")
+    assert lan.refuse_candidate("abcd.local"), "mDNS names are never resolved"
+    anywhere = IcePolicy.for_config(ServerConfig(host="0.0.0.0", ice_peer_networks=("0.0.0.0/0", "::/0"),
+                                                 ice_addresses=("192.168.1.2",)))
+    assert anywhere.peer_allowed("8.8.8.8") and anywhere.local_addresses == ("192.168.1.2",)
 
 
 def test_config_validation() -> None:
@@ -100,6 +186,17 @@ def test_config_validation() -> None:
         ServerConfig(heartbeat_interval_s=5, heartbeat_timeout_s=5)
     with pytest.raises(ValueError):
         ServerConfig(max_sessions=0)
+    with pytest.raises(ValueError):
+        ServerConfig(engine="gan")
+    for bad in ({"trusted_proxies": ("not-a-network",)}, {"ice_peer_networks": ("10.0.0.0/33",)},
+                {"ice_addresses": ("localhost",)}, {"max_session_s": 0}, {"body_timeout_s": -1},
+                {"max_sessions_per_client": 0}, {"max_offer_video": -1}):
+        with pytest.raises(ValueError):
+            ServerConfig(**bad)  # type: ignore[arg-type]
+    for size in CROP_SIZES_PX:  # the sizes and engines users may choose are the engine's choices
+        assert ServerConfig(crop_size_px=size).crop_size_px == size
+    for engine in ENGINES:
+        assert ServerConfig(engine=engine).engine == engine
 
 
 def test_serve_subcommand() -> None:
@@ -111,15 +208,27 @@ def test_serve_subcommand() -> None:
     assert (config.host, config.port, config.crop_size_px) == ("127.0.0.1", 8080, 256)
     assert not config.debug_endpoints and not config.echo_frame_ids
     assert callable(args.func)
+    assert (config.max_sessions_per_client, config.max_session_s) == (2, 1800.0)
+    assert config.allowed_hosts == config.trusted_proxies == config.ice_addresses == config.ice_peer_networks == ()
     args = parser.parse_args(["serve", "--port", "9000", "--max-sessions", "2", "--size", "512",
-                              "--allow-origin", "https://example.org"])
+                              "--allow-origin", "https://example.org", "--allow-host", "enliven.example.org",
+                              "--trusted-proxy", "10.0.0.1", "--max-sessions-per-client", "3",
+                              "--max-session-length", "600", "--ice-address", "192.168.1.2",
+                              "--ice-peer-network", "192.168.1.0/24"])
     config = config_from_args(args)
     assert (config.port, config.max_sessions, config.crop_size_px) == (9000, 2, 512)
     assert config.allowed_origins == ("https://example.org",)
+    assert config.allowed_hosts == ("enliven.example.org",) and config.trusted_proxies == ("10.0.0.1",)
+    assert (config.max_sessions_per_client, config.max_session_s) == (3, 600.0)
+    assert config.ice_addresses == ("192.168.1.2",) and config.ice_peer_networks == ("192.168.1.0/24",)
+    assert config_from_args(parser.parse_args(["serve", "--engine", "analytic"])).engine == "analytic"
+    for bad in (["--size", "300"], ["--engine", "gan"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", *bad])
 
 
 def test_fps_hint_steps_down_under_overload_and_back_up() -> None:
-    from enliven.server.app import MIN_HINT_FPS, fps_hint
+    from enliven.server.stats import MIN_HINT_FPS, fps_hint
 
     assert fps_hint(None, 30, 29) is None  # keeping up: no limit
     assert fps_hint(None, 2, 0) is None  # no evidence
@@ -137,7 +246,7 @@ def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
     import av
     from aiortc.mediastreams import MediaStreamTrack
 
-    from enliven.server.media import DelayedAudioTrack
+    from enliven.server.tracks import DelayedAudioTrack
 
     class Tone(MediaStreamTrack):
         kind = "audio"
@@ -157,6 +266,7 @@ def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
 
     async def go() -> tuple[float, list[int], int]:
         track = DelayedAudioTrack(Tone(), lambda: delay["s"])
+        drain = asyncio.ensure_future(track.drain())
         t0 = loop_time()
         first = await track.recv()
         waited = loop_time() - t0
@@ -169,6 +279,7 @@ def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
         while loop_time() - t1 < 0.01:
             await track.recv()
             burst += 1
+        drain.cancel()
         return waited, pts, burst
 
     def loop_time() -> float:

@@ -1,0 +1,155 @@
+"""The invisible watermark: invisibility, robustness per frame, no false positives (built-in demo frames)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enliven.engine.errors import ShapeError
+from enliven.fixtures import demo_output_frames
+from enliven.provenance import attacks
+from enliven.provenance.payload import Payload
+from enliven.provenance.watermark import Watermarker, cell_px_for, detect, embed, watermark_pattern
+
+FRAMES = 50  # consecutive demo frames per size (2 s of the built-in motion: turning, talking)
+MIN_RECOVERY = 0.95  # fraction of frames whose payload must be recovered after each edit
+LOW_BPP, HIGH_BPP = 0.15, 0.4  # bits per pixel per frame: ~250 and ~650 kbit/s for 256x256 at 25 fps
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / mse))
+
+
+@pytest.fixture(scope="module")
+def demo256() -> list[np.ndarray]:
+    return demo_output_frames(256, "crop", FRAMES)
+
+
+@pytest.fixture(scope="module")
+def demo512() -> list[np.ndarray]:
+    return demo_output_frames(512, "crop", FRAMES)
+
+
+@pytest.fixture(scope="module")
+def marked256(demo256):
+    wm = Watermarker()
+    return wm.payload, [wm.embed(f) for f in demo256]
+
+
+@pytest.fixture(scope="module")
+def marked512(demo512):
+    wm = Watermarker()
+    return wm.payload, [wm.embed(f) for f in demo512]
+
+
+def recovered(frames: list[np.ndarray], payload: Payload) -> float:
+    return float(np.mean([detect(f).payload == payload for f in frames]))
+
+
+def test_embed_shapes_and_errors(demo256):
+    frame = demo256[0]
+    wm = Watermarker()
+    out = wm.embed(frame)
+    assert out.shape == frame.shape and out.dtype == np.uint8 and out is not frame
+    assert np.array_equal(frame, demo256[0])  # the input is untouched
+    copy = frame.copy()
+    assert wm.embed(copy, in_place=True) is copy and np.array_equal(copy, out)
+    for bad in (frame[..., 0], frame.astype(np.float32), frame[:8, :8]):
+        with pytest.raises(ShapeError):
+            wm.embed(bad)
+    with pytest.raises(ShapeError):
+        embed(frame, wm.payload, pattern=np.zeros((10, 10), np.float32))
+
+
+def test_pattern_and_cell_sizes():
+    assert cell_px_for(256, 256) == 4 and cell_px_for(512, 512) == 4 and cell_px_for(480, 640) == 4
+    assert cell_px_for(1080, 1920) == 8 and cell_px_for(3000, 4000) == 16
+    p = watermark_pattern(Payload(5), 100, 70)
+    assert p.shape == (100, 70) and set(np.unique(p).tolist()) == {-1.0, 1.0}
+
+
+def test_each_session_has_its_own_id():
+    assert Watermarker().payload != Watermarker().payload
+
+
+@pytest.mark.parametrize("kind", ["crop256", "crop512", "photo"])
+def test_invisible_psnr_at_least_40_db(kind, demo256, demo512, tmp_path):
+    frames = {"crop256": demo256, "crop512": demo512}.get(kind) or demo_output_frames(256, "photo", 8, start=0)
+    wm = Watermarker()
+    values = [psnr(wm.embed(f), f) for f in frames]
+    assert min(values) >= 40.0, values
+    # A picture to look at: original | marked | difference x20.
+    from enliven.engine.image_io import encode_png
+
+    f = frames[len(frames) // 2]
+    m = wm.embed(f)
+    diff = np.clip((m.astype(np.int16) - f) * 20 + 128, 0, 255).astype(np.uint8)
+    (tmp_path / f"{kind}.png").write_bytes(encode_png(np.concatenate([f, m, diff], axis=1)))
+
+
+def test_clean_round_trip(marked256, marked512):
+    for payload, frames in (marked256, marked512):
+        assert recovered(frames, payload) == 1.0
+
+
+EDITS = {
+    "vp8-low": lambda fs: attacks.reencode(fs, "vp8", _rate(fs, LOW_BPP)),
+    "vp8-high": lambda fs: attacks.reencode(fs, "vp8", _rate(fs, HIGH_BPP)),
+    "h264-low": lambda fs: attacks.reencode(fs, "h264", _rate(fs, LOW_BPP)),
+    "h264-high": lambda fs: attacks.reencode(fs, "h264", _rate(fs, HIGH_BPP)),
+    "half-size": lambda fs: [attacks.scale(f, 0.5) for f in fs],
+    "face-crop": lambda fs: [attacks.crop(f) for f in fs],
+    "brighter": lambda fs: [attacks.brightness(f, 1.1, 8) for f in fs],
+    "darker": lambda fs: [attacks.brightness(f, 0.9, -8) for f in fs],
+}
+
+
+def _rate(frames: list[np.ndarray], bpp: float, fps: int = 25) -> int:
+    h, w = frames[0].shape[:2]
+    return int(h * w * fps * bpp)
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_payload_survives_edits_256(edit, marked256):
+    payload, frames = marked256
+    assert recovered(EDITS[edit](frames), payload) >= MIN_RECOVERY
+
+
+@pytest.mark.parametrize("edit", ["h264-low", "vp8-low", "half-size", "face-crop"])
+def test_payload_survives_edits_512(edit, marked512):
+    payload, frames = marked512
+    assert recovered(EDITS[edit](frames), payload) >= MIN_RECOVERY
+
+
+def test_half_size_then_h264(marked512):
+    payload, frames = marked512
+    small = [attacks.scale(f, 0.5) for f in frames]
+    assert recovered(attacks.reencode(small, "h264", _rate(small, HIGH_BPP)), payload) >= MIN_RECOVERY
+
+
+def test_no_detection_on_frames_never_watermarked(demo256, demo512):
+    frames = demo256 + demo512 + demo_output_frames(256, "photo", 8, start=0)
+    frames += attacks.reencode(demo256, "h264", _rate(demo256, LOW_BPP))
+    frames += [attacks.scale(f, 0.5) for f in demo512] + [attacks.crop(f) for f in demo256]
+    rng = np.random.default_rng(0)
+    frames += [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),  # noise
+               np.full((256, 256, 3), 128, np.uint8),  # flat
+               np.tile(np.linspace(0, 255, 512, dtype=np.float32)[None, :, None], (384, 1, 3)).astype(np.uint8),
+               (np.indices((256, 256)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2),  # checkerboard
+               ((np.indices((320, 320)) // 4).sum(0) % 2 * 200).astype(np.uint8)[..., None].repeat(3, 2)]  # 4 px grid
+    detections = [detect(f) for f in frames]
+    assert sum(d.found for d in detections) == 0
+
+
+def test_another_sessions_mark_reads_as_that_session(demo256):
+    a, b = Watermarker(), Watermarker()
+    assert detect(a.embed(demo256[3])).payload == a.payload
+    assert detect(b.embed(demo256[3])).payload == b.payload
+
+
+@pytest.mark.parametrize("edit", ["h264-high", "half-size", "face-crop"])
+def test_payload_survives_edits_offline_photo(edit):
+    """The whole photo as `enliven animate` writes it (512x512 for the built-in one)."""
+    wm = Watermarker()
+    frames = [wm.embed(f) for f in demo_output_frames(256, "photo", 25)]
+    assert recovered(EDITS[edit](frames), wm.payload) >= MIN_RECOVERY
