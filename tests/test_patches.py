@@ -140,3 +140,28 @@ def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
     ys, _ = np.nonzero(diff)
     eyes = outs["plain"][2][np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE]), :2]
     assert ys.min() > eyes[:, 1].min() - 60 and ys.max() < eyes[:, 1].max() + 60  # only in the eye patches
+
+
+def test_shipped_eye_patch_refiner_opens_and_refines(astronaut):
+    """The shipped eye patch refiner loads (sha256, contract), exports and changes a closing eye only."""
+    from enliven.animation.animator import Animator, AnimatorConfig
+    from enliven.models.generator import generator_spec, shipped_weights_path
+    from enliven.models.patches import load_patch_refiner
+
+    assert generator_spec("patch-eye64").weights == "patch_eye64.pt"
+    model = load_patch_refiner(shipped_weights_path("patch-eye64"))
+    assert model.config.side_px == 64
+    base = load_canonical().points
+    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)  # noqa: E731
+    cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped")
+    with Animator(cfg) as anim:
+        anim.prepare(astronaut)
+        for i in range(31):
+            anim.step_landmarks(drive(base), t=i / 30)
+        shut = anim.step_landmarks(drive(blink(base, 0.9)), t=1.1)
+    with Animator(AnimatorConfig(crop_size_px=512, output="crop", engine="trained")) as anim:
+        anim.prepare(astronaut)
+        for i in range(31):
+            anim.step_landmarks(drive(base), t=i / 30)
+        plain = anim.step_landmarks(drive(blink(base, 0.9)), t=1.1)
+    assert np.abs(shut.astype(int) - plain).max() > 10

@@ -174,8 +174,9 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
-register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64),
-                       notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); no shipped weights yet"))
+register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights="patch_eye64.pt",
+                       notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
+                             "weights/patch_eye64.md; opt-in: AnimatorConfig(eye_patch_weights='shipped')"))
 register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
                        notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
 register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bottleneck=8),
