@@ -152,7 +152,7 @@ def test_shipped_eye_patch_refiner_opens_and_refines(astronaut):
     model = load_patch_refiner(shipped_weights_path("patch-eye64"))
     assert model.config.side_px == 64
     base = load_canonical().points
-    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)  # noqa: E731
+    drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)
     cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped")
     with Animator(cfg) as anim:
         anim.prepare(astronaut)
