@@ -52,6 +52,8 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.export.cache", "enliven.models.generator"): "torch, only when graphs must be exported",
     ("enliven.export.runner", "enliven.models.generator"): "torch, only for the torch backend",
     ("enliven.export.cli", "enliven.models.generator"): "torch: `enliven --help` builds this parser",
+    ("enliven.export.patches", "enliven.models.generator"): "torch, only when patch refiners are opened",
+    ("enliven.export.patches", "enliven.models.patches"): "torch, only when patch refiners are opened",
     ("enliven.export.cli", "enliven.export.to_onnx"): "torch and onnx: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.config"): "the train extra: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.loop"): "torch and the train extra: `enliven --help` builds this parser",

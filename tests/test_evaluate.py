@@ -63,7 +63,7 @@ def test_evaluate_end_to_end_writes_the_report_and_grids(tmp_path, astronaut, as
     judges = Judges(lambda a, b, mask=None: 2 * metrics.l1_error(a, b, mask), FakeIdentity(),  # type: ignore[arg-type]
                     StaticMesh())
     monkeypatch.setattr(run, "Judges", SimpleNamespace(load=lambda: judges))
-    monkeypatch.setattr(run, "open_runner", lambda *args: IdentityRunner())
+    monkeypatch.setattr(run, "open_runner", lambda *args, **kwargs: IdentityRunner())
     monkeypatch.setattr(run, "generator_cost", lambda *args: {})
     data_dir = tiny_data_set(tmp_path / "data", astronaut, astronaut_face.landmarks)
     cfg = EvalConfig(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), frames_per_clip=3, flicker_frames=4,

@@ -17,13 +17,16 @@ from ..engine.blink import BlinkClock
 from ..engine.canonical import load_canonical
 from ..engine.choices import DEFAULT_ENGINE, ENGINE_CROP_SIZES_PX, ENGINES, EngineName
 from ..engine.compose import CropTransform, PasteBack, crop, crop_transform
+from ..engine.contract import contract_for
 from ..engine.errors import ShapeError
 from ..engine.landmarks import LandmarkSmoother, LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
 from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, MotionGains, MotionLimits, TransferMode,
                              gaze_reliability, measure_motion, retarget)
+from ..engine.patches import PatchRunner
 from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..export.patches import open_patch_runner
 from ..export.runner import open_runner
 
 
@@ -50,6 +53,9 @@ class AnimatorConfig:
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
+    eye_patch_weights: str | None = None  # eye patch refiner weights ("shipped" or a file; 512 crops, trained
+    # engine): refines closing eyes; None: off
+    mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in ENGINE_CROP_SIZES_PX:
@@ -66,6 +72,13 @@ class AnimatorConfig:
             object.__setattr__(self, "eyes", EyesMode(self.eyes))
         except ValueError as e:
             raise ValueError(f"eyes must be one of {[m.value for m in EyesMode]}; got {self.eyes!r}") from e
+        if (self.eye_patch_weights or self.mouth_patch_weights) and (self.engine != "trained"
+                                                                      or self.crop_size_px != 512):
+            raise ValueError("patch refiners run in the trained engine on 512 crops")
+        if self.engine == "trained" and self.warp.version != WARP_VERSION and self.generator_weights is None:
+            raise ValueError(f"the shipped refiner was trained on warp version {WARP_VERSION}; this warp config is "
+                             f"version {self.warp.version} (lid_slide): use engine='analytic', or generator_weights "
+                             "trained on it")
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Animator:
         self._tracker: LandmarkTracker | None = None
         self._smoother = LandmarkSmoother(self.config.smoothing)  # step_landmarks(..., smooth=True)
         self._refiner: GeneratorRunner | None = None
+        self._patches: PatchRunner | None = None
         self.source: Source | None = None
         self.last = StepInfo()
         self._reset_motion()
@@ -121,11 +135,14 @@ class Animator:
                              blink(state.shape, 1.0) - state.shape)
         self._warper = Warper(points, size, self.config.warp)
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
-        if self.config.engine == "trained":
+        cfg = self.config
+        if cfg.engine == "trained":
             if self._refiner is None:
-                cfg = self.config
-                self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads)
+                self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads,
+                                            contract_for(cfg.warp.version))
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
+            if (cfg.eye_patch_weights or cfg.mouth_patch_weights) and self._patches is None:
+                self._patches = open_patch_runner(cfg.eye_patch_weights, cfg.mouth_patch_weights, cfg.generator_threads)
         self._reset_motion()
         return self.source
 
@@ -206,6 +223,8 @@ class Animator:
         t2 = time.perf_counter()
         if self._refiner is not None:
             out = self._refiner.refine(out, driven)
+            if self._patches is not None:
+                out = self._patches.refine(out, driven, self.source.crop, self.source.points)
         t3 = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)

@@ -8,9 +8,11 @@ on load), the way timm's pretrained configs carry their input size, mean and std
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from .compose import CROP_LIFT, CROP_SCALE
+from .errors import ModelFileError
 from .refine import FACE_GATE_BLUR, FACE_GATE_SCALE
 from .render import DRAWING_VERSION
 from .warp import WARP_VERSION
@@ -45,4 +47,25 @@ class InputContract:
         return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
 
 
-FRAME_PATH_CONTRACT = InputContract()  # what this version of the frame path feeds a refiner
+FRAME_PATH_CONTRACT = InputContract()  # what this version of the frame path feeds a refiner (default warp)
+
+
+def contract_for(warp_version: int) -> InputContract:
+    """The frame path's contract with the analytic warp of ``warp_version`` (``WarpConfig.version``)."""
+    return InputContract(warp_version=warp_version)
+
+
+def check_recorded(recorded: dict | None, expected: InputContract, path: Path | str) -> None:
+    """Raise ModelFileError unless the weights' recorded contract is ``expected``."""
+    if recorded is None:
+        raise ModelFileError(f"weights file {path} records no input contract (written by an older enliven): "
+                             "re-save it with `enliven train --ship` from its run, or retrain")
+    try:
+        contract = InputContract.from_dict(recorded)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"weights file {path} has an unreadable input contract ({e})") from e
+    diff = contract.differences(expected)
+    if diff:
+        told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in diff.items())
+        raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
+                             "retrain it for this version of enliven")

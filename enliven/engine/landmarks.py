@@ -155,14 +155,27 @@ class LandmarkTracker:
                 min_detection_confidence=0.5, min_tracking_confidence=0.5)
         self._first = True
         self._smoother = LandmarkSmoother(smoothing) if smooth else None
+        self._last_frame: np.ndarray | None = None  # the previous frame, to spot a repeated one
+        self._last_points: np.ndarray | None = None  # ... and what was returned for it
 
     def track(self, frame: np.ndarray, t: float) -> np.ndarray | None:
         """Landmarks of the face in ``frame`` ((H, W, 3) uint8 RGB) at time ``t`` (s), or None if no face.
 
         Returns (478, 3) float32 pixels, smoothed. After a lost face the filter restarts,
-        so a returning face does not glide in from where it vanished.
+        so a returning face does not glide in from where it vanished. A frame identical to the previous
+        one (a paused video, a stalled camera repeating its last frame) gets the previous answer: fed the
+        same image again, MediaPipe's tracking (which crops around its own last answer) swings by about a
+        pixel every other frame, and the output shimmered on a frozen driver (mean |change| 0.29/255 per frame).
         """
         _check_rgb(frame)
+        if self._last_frame is not None and self._last_frame.shape == frame.shape \
+                and np.array_equal(self._last_frame, frame):
+            return None if self._last_points is None else self._last_points.copy()
+        self._last_frame = frame.copy()
+        self._last_points = self._track(frame, t)
+        return None if self._last_points is None else self._last_points.copy()
+
+    def _track(self, frame: np.ndarray, t: float) -> np.ndarray | None:
         if self._first:  # the first run prints the TFLite delegate lines
             with native_logs_silenced():
                 result = self._mesh.process(frame)

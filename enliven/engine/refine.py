@@ -101,8 +101,49 @@ def decoder_feed(inputs: list[RefinerInputs], codes: np.ndarray) -> dict[str, np
             "code": np.ascontiguousarray(codes, dtype=np.float32)}
 
 
-def apply_delta(warped_crop: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8."""
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601
+CHROMA_QUANTILE = 99.0  # the photo's chroma budget is this percentile of its crop's |Cb| + |Cr|
+
+
+def _cb_cr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return -0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b
+
+
+def chroma_budget(source_crop: np.ndarray) -> float:
+    """How much colour the photo itself has: the CHROMA_QUANTILE-th percentile of |Cb| + |Cr| of its crop.
+
+    Args: source_crop (S, S, 3) uint8 RGB. Returns image units ([0, 1] scale): ~0 for a black-and-white
+    photo, ~0.1-0.2 for a colour portrait.
+    """
+    small = source_crop[::2, ::2].astype(np.float32) * (1.0 / 255.0)
+    cb, cr = _cb_cr(small)
+    return float(np.percentile(np.abs(cb) + np.abs(cr), CHROMA_QUANTILE))
+
+
+def limit_chroma(delta: np.ndarray, budget: float) -> np.ndarray:
+    """The delta (R, R, 3) float32 with its chroma (|dCb| + |dCr|) capped per pixel at ``budget``, luma kept.
+
+    The refiner may only add as much colour as the photo has: on a grey photo its delta becomes
+    luminance only (no pink lids or lips), on a colour photo the cap rarely binds. In place; returns delta.
+    """
+    luma = delta @ _LUMA
+    cb, cr = _cb_cr(delta)
+    size = np.abs(cb) + np.abs(cr)
+    scale = np.minimum(1.0, budget / np.maximum(size, 1e-6))[..., None]
+    delta -= luma[..., None]
+    delta *= scale
+    delta += luma[..., None]
+    return delta
+
+
+def apply_delta(warped_crop: np.ndarray, delta: np.ndarray, chroma: float | None = None) -> np.ndarray:
+    """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8.
+
+    ``chroma``: the photo's ``chroma_budget`` (None: no cap), applied to the delta before upsampling.
+    """
+    if chroma is not None:
+        delta = limit_chroma(np.array(delta, np.float32), chroma)
     s = warped_crop.shape[0]
     if delta.shape[0] != s:
         delta = cv2.resize(delta, (s, s), interpolation=cv2.INTER_LINEAR)
@@ -124,6 +165,7 @@ class GeneratorRunner:
     decoder: Model
     resolution_px: int
     code: np.ndarray | None = field(default=None, init=False, repr=False)  # (1, C) float32
+    chroma: float | None = field(default=None, init=False)  # the photo's chroma_budget (image units)
 
     @property
     def provider(self) -> str:
@@ -135,21 +177,25 @@ class GeneratorRunner:
         small = source_crop if source_crop.shape[0] == r else cv2.resize(source_crop, (r, r),
                                                                           interpolation=cv2.INTER_AREA)
         self.code = self.encoder(source=nchw(small))["code"]
+        self.chroma = chroma_budget(source_crop)
 
     def refine(self, warped_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
         """The refined crop (S, S, 3) uint8: warp + the refiner's delta upsampled to S."""
         if self.code is None:
             raise RuntimeError("call prepare(source_crop) before refine()")
-        return refine_batch(self.decoder, self.resolution_px, [warped_crop], [driven_points], self.code)[0]
+        return refine_batch(self.decoder, self.resolution_px, [warped_crop], [driven_points], self.code,
+                            [self.chroma])[0]
 
 
 def refine_batch(decoder: Model, resolution_px: int, crops: list[np.ndarray], points: list[np.ndarray],
-                 codes: np.ndarray) -> list[np.ndarray]:
+                 codes: np.ndarray, chroma: list[float | None] | None = None) -> list[np.ndarray]:
     """Refine frames of several photos in one decoder call (sessions batched by the server).
 
     Args: crops: N warped crops (S_i, S_i, 3) uint8; points: their driven landmarks (478, 3);
-    codes: (N, C) float32, each frame's photo code. Returns N refined crops (S_i, S_i, 3) uint8.
+    codes: (N, C) float32, each frame's photo code; chroma: each photo's ``chroma_budget`` (None: no cap).
+    Returns N refined crops (S_i, S_i, 3) uint8.
     """
     inputs = [refiner_inputs(c, p, resolution_px) for c, p in zip(crops, points)]
     delta = decoder(**decoder_feed(inputs, codes))["delta"]
-    return [apply_delta(c, d.transpose(1, 2, 0)) for c, d in zip(crops, delta)]
+    budgets = chroma if chroma is not None else [None] * len(crops)
+    return [apply_delta(c, d.transpose(1, 2, 0), b) for c, d, b in zip(crops, delta, budgets)]

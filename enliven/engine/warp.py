@@ -17,12 +17,14 @@ import numpy as np
 from . import topology as topo
 from .canonical import load_canonical
 from .errors import ShapeError
+from .eyelids import eye_frames, gaze_weights, min_lid_gap_px, slide_lids
 from .gaze import GazeMap
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
 
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
 WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
+LID_SLIDE_WARP_VERSION = 5  # the warp with WarpConfig.lid_slide on (weights must be trained on it; none ship yet)
 
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
@@ -41,6 +43,14 @@ class WarpConfig:
     fold_start: float = 0.7
     fold_end: float = 0.35
     fold_release: float = 1.0  # regularization of a fully released point, relative to the mean kernel value
+    # Closing lids slide over a still eyeball (eyelids.py) instead of squashing the iris into a slit.
+    # Off by default: the shipped refiner was trained on the warp without it (warp version 4).
+    lid_slide: bool = False
+
+    @property
+    def version(self) -> int:
+        """The analytic warp version this config produces (what a refiner trained on it records)."""
+        return LID_SLIDE_WARP_VERSION if self.lid_slide else WARP_VERSION
 
 
 def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int, height: int,
@@ -190,6 +200,7 @@ class Warper:
         self._src_iod = topo.interocular_distance(self.source_points)
         self._fold_pairs = self._occlusion_pairs()
         self._src_lid_mid = self.lid_midpoints(self.source_points)
+        self._src_eye_frames = eye_frames(self.source_points)
         self._gaze = GazeMap(self.source_points, self.size_px)
 
     def _occlusion_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -324,6 +335,9 @@ class Warper:
         for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
             full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
         self._gaze.apply(full, driven_points)
+        if self.config.lid_slide:  # after the gaze map: lids slide over the eyeball it holds
+            slide_lids(full, eye_frames(driven_points), self._src_eye_frames, min_lid_gap_px(driven_points),
+                       self._src_iod, gaze_weights(driven_points, self.source_points))
         return full
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:

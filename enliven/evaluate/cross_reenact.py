@@ -22,6 +22,7 @@ from ..engine.defaults import builtin_photo
 from ..engine.errors import EnlivenError
 from ..engine.refine import GeneratorRunner
 from ..engine.render import draw_landmarks
+from ..engine.warp import WarpConfig
 from ..train.cache import ClipLandmarks
 from ..train.dataset import read_frames
 from ._sampling import evenly_spaced
@@ -146,7 +147,8 @@ def _prepared_photo(anim: Animator, pair: Pair, data_dir: Path) -> Source | None
 def cross_pair(pair: Pair, data_dir: Path, cfg: EvalConfig, runner: GeneratorRunner,
                judges: Judges) -> PairResult | None:
     """Animate A's photo with B's clip and measure both modes; None if the Animator finds no usable face in A's."""
-    with Animator(AnimatorConfig(crop_size_px=cfg.crop_px, output="crop", engine="analytic")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=cfg.crop_px, output="crop", engine="analytic",
+                                 warp=WarpConfig(lid_slide=cfg.lid_slide))) as anim:
         source = _prepared_photo(anim, pair, data_dir)
         if source is None:
             return None

@@ -19,6 +19,7 @@ import torch
 from .config import EvalConfig
 from .cost import GeneratorInfo
 from .cross_reenact import CrossReenactment
+from .regions import report_markdown
 from .results import MODES, ByMode, MetricRows, Percentiles
 from .self_reenact import SelfReenactment
 
@@ -129,5 +130,5 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
     report["grids"]["public"] = PUBLIC_GRID_NAME if public else None
     (out_dir / "quality.json").write_text(json.dumps(report, indent=1))
     md = out_dir / "report.md"
-    md.write_text(_markdown(report, bool(public)))
+    md.write_text(_markdown(report, bool(public)) + "\n".join(report_markdown(report)))  # + regions.py's sections
     return md

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.contract import contract_for
+from ..engine.warp import WARP_VERSION, WarpConfig
 from ..export.runner import open_runner
 from ..models.generator import load_generator
 from ..train.cache import build_landmark_cache
@@ -23,6 +25,7 @@ from .config import EvalConfig, EvalPaths
 from .cost import GeneratorInfo, generator_cost
 from .cross_reenact import public_grid, run_cross_reenactment
 from .judges import Judges
+from .regions import report_sections
 from .report import build_report, write_grid
 from .self_reenact import run_self_reenactment
 
@@ -40,8 +43,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.split != "val":
         log.warning("evaluating on split %r: the held-out people are in 'val'", cfg.split)
     clips = build_landmark_cache(paths.data_dir, paths.cache_dir, (cfg.split,), progress=progress)
-    model = load_generator(path=Path(cfg.weights) if cfg.weights else None)
-    runner = open_runner(cfg.weights, cfg.backend, cfg.precision)
+    # quality v2: weights must match the warp; the shipped ones (warp 4) are measured on --lid-slide's warp too
+    contract = contract_for(WarpConfig(lid_slide=cfg.lid_slide).version if cfg.weights else WARP_VERSION)
+    if cfg.lid_slide and not cfg.weights:
+        log.warning("--lid-slide with the shipped refiner: its rows add a warp-4 refiner to the warp-5 output")
+    model = load_generator(path=Path(cfg.weights) if cfg.weights else None, expected=contract)
+    runner = open_runner(cfg.weights, cfg.backend, cfg.precision, expected=contract)
     judges = Judges.load()
     rng = np.random.default_rng(cfg.seed)
 
@@ -54,4 +61,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
     decoder_cost = generator_cost(model, cfg.weights, cfg.precision)
     generator = GeneratorInfo.of(model, cfg.weights, runner.provider, cfg.precision)
-    return build_report(cfg, generator, own, cross, decoder_cost, paths.grids_dir, public)
+    report = build_report(cfg, generator, own, cross, decoder_cost, paths.grids_dir, public)
+    # quality v2: blinks, open mouths, colour, stillness (regions.py)
+    report.update(report_sections(clips, paths.data_dir, cfg.crop_px, runner, cfg.weights, cfg.backend,
+                                  cfg.precision, cfg.lid_slide, progress))
+    return report

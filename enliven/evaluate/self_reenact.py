@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..engine import topology as topo
 from ..engine.compose import crop_transform
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import Warper
+from ..engine.warp import Warper, WarpConfig
 from ..train.cache import ClipLandmarks
 from ..train.dataset import read_frames, self_reenact
 from ._sampling import evenly_spaced
@@ -126,11 +126,11 @@ def plan_clip(found: np.ndarray, frames_per_clip: int, flicker_frames: int) -> C
 
 
 def reenact_clip(clip: ClipLandmarks, frames: dict[int, np.ndarray], plan: ClipPlan, crop_px: int,
-                 runner: GeneratorRunner, timings: StageTimings) -> ReenactedClip:
+                 runner: GeneratorRunner, timings: StageTimings, warp: WarpConfig | None = None) -> ReenactedClip:
     """Warp (analytic) and refine (trained) the source to every planned frame; timings appended."""
     transform = crop_transform(clip.points[plan.source], crop_px)
     source_points = transform.points_to_crop(clip.points[plan.source])
-    warper = Warper(source_points, crop_px)
+    warper = Warper(source_points, crop_px, warp or WarpConfig())
     source_crop = None
     out: dict[int, ReenactedFrame] = {}
     for i in sorted(set(plan.picks.tolist()) | set(plan.run.tolist())):
@@ -231,7 +231,7 @@ def run_self_reenactment(clips: list[ClipLandmarks], data_dir: Path, cfg: EvalCo
         if plan is None:
             continue
         frames = read_frames(data_dir / clip.row.file, plan.wanted)
-        reenacted = reenact_clip(clip, frames, plan, cfg.crop_px, runner, timings)
+        reenacted = reenact_clip(clip, frames, plan, cfg.crop_px, runner, timings, WarpConfig(lid_slide=cfg.lid_slide))
         rows, candidates = measure_clip(reenacted, plan, judges, cfg.csim_every, rng)
         if candidates:  # the widest-opening frame of each clip, so one clip cannot fill the grid
             showcase.append(max(candidates, key=lambda c: c.score))

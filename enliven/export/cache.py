@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
@@ -43,6 +44,14 @@ def _read(folder: Path) -> ExportedGenerator | None:
     return None
 
 
+def _checked_contract(folder: Path) -> dict | None:
+    """The input contract a cached export was checked against (None: recorded by an older enliven)."""
+    try:
+        return json.loads((folder / "export.json").read_text()).get("contract")
+    except (OSError, ValueError):
+        return None
+
+
 def atomic_dir(final: Path) -> Path:
     """A fresh temporary folder beside ``final`` (same file system, so a rename publishes it at once)."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +71,13 @@ def publish(tmp: Path, final: Path) -> None:
 
 
 def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
-                    batch: int | None = None) -> ExportedGenerator:
+                    batch: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT) -> ExportedGenerator:
     """The exported graphs of ``weights`` (None: the shipped generator), exporting them if needed.
 
-    Raises: ModelFileError when the weights are missing/corrupt or the export fails its checks.
+    ``expected``: the input contract the frame path will feed (the weights must record it; a cached export
+    records the contract it was checked against).
+    Raises: ModelFileError when the weights are missing/corrupt, trained for another input contract, or the
+    export fails its checks.
     """
     from ..models.generator import load_generator, sha256_file, shipped_weights_path
 
@@ -78,8 +90,12 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     final = root / name
     found = _read(final)
     if found is not None:
+        checked = _checked_contract(final)
+        if checked == expected.to_dict() or (checked is None and expected == FRAME_PATH_CONTRACT):
+            return found
+        load_generator(path=path, expected=expected)  # raises unless the weights record ``expected``
         return found
-    model = load_generator(path=path)  # checks the sha256 of shipped weights
+    model = load_generator(path=path, expected=expected)  # checks the sha256 of shipped weights
     try:
         tmp = atomic_dir(final)
     except OSError as e:  # a read-only home: export into a private temporary folder instead
@@ -92,7 +108,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
         (tmp / "export.json").write_text(json.dumps({
             "weights": str(path), "sha256_16": digest, "resolution_px": exported.resolution_px,
             "code_dim": exported.code_dim, "batch": batch, "precision": precision, "opset": OPSET,
-            "max_abs_diff_vs_torch": diffs}, indent=1))
+            "max_abs_diff_vs_torch": diffs, "contract": expected.to_dict()}, indent=1))
         log.info("exported %s (%s): max |onnx - torch| %s", path.name, precision, diffs)
         publish(tmp, final)
     except Exception as e:

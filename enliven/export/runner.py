@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.refine import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -21,25 +22,27 @@ from .cache import ensure_exported
 
 
 def open_runner(weights: str | Path | None = None, backend: Backend = "onnxruntime", precision: Precision = "fp32",
-                threads: int | None = None) -> GeneratorRunner:
+                threads: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT) -> GeneratorRunner:
     """A runner for the shipped generator (or a weights file) on ``backend``.
 
     onnxruntime: the graphs are exported once per weights file and precision and cached (see
     ``enliven.export.cache``); torch: the module itself, float32 only.
-    Raises: ModelFileError for a missing/corrupt weights file; ValueError for a bad combination.
+    ``expected``: the input contract the frame path feeds (the weights must have been trained under it).
+    Raises: ModelFileError for a missing/corrupt weights file or one trained for another input; ValueError for
+    a bad combination.
     """
     if backend == "torch":
         if precision != "fp32":
             raise ValueError(f"the torch backend runs fp32 only; got precision {precision!r}")
         from ..models.generator import load_generator
 
-        model = load_generator(path=Path(weights) if weights else None)
+        model = load_generator(path=Path(weights) if weights else None, expected=expected)
         t = threads or 1  # see TorchModel: a second torch thread stalls on a busy 2-core machine
         return GeneratorRunner(TorchModel(model.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=t),
                                TorchModel(model.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=t),
                                model.config.resolution_px)
     if backend != "onnxruntime":
         raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {backend!r}")
-    graphs = ensure_exported(Path(weights) if weights else None, precision)
+    graphs = ensure_exported(Path(weights) if weights else None, precision, expected=expected)
     cfg = RuntimeConfig(intra_op_threads=threads)
     return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)

@@ -25,18 +25,18 @@ import logging
 import pickle
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, check_recorded
 from ..engine.errors import ModelFileError
+from ._layers import MASK_MAX, MASK_MIN, GeneratorOutput, conv
+from .patches import PatchConfig, PatchRefiner
 
 log = logging.getLogger(__name__)
 
-MASK_MIN, MASK_MAX = 0.02, 0.98  # bounds of the blend mask
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -56,13 +56,7 @@ class GeneratorConfig:
             raise ValueError(f"resolution_px {self.resolution_px} must be divisible by 2**{len(self.widths)}")
 
 
-class GeneratorOutput(NamedTuple):
-    delta: torch.Tensor  # (N, 3, R, R) float32, what to add to the warp, image units
-    mask: torch.Tensor  # (N, 1, R, R) float32 in [MASK_MIN, MASK_MAX], before the face gate
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True))
+_conv = conv
 
 
 class SourceEncoder(nn.Module):
@@ -165,7 +159,7 @@ class GeneratorSpec:
     """A registered generator: its architecture and where its shipped weights are (if any)."""
 
     name: str
-    config: GeneratorConfig
+    config: GeneratorConfig | PatchConfig  # a face refiner's or a patch refiner's architecture
     weights: str | None = None  # file name in models/weights/ (its sha256 beside it, <name>.sha256); None = none
     notes: str = ""
 
@@ -180,6 +174,13 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
+register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights="patch_eye64.pt",
+                       notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
+                             "weights/patch_eye64.md; opt-in: AnimatorConfig(eye_patch_weights='shipped')"))
+register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
+                       notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
+register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bottleneck=8),
+                       notes="for tests: a 16 px patch refiner"))
 register(GeneratorSpec("refiner32-test", GeneratorConfig(resolution_px=32, widths=(8, 16), bottleneck=16, code_dim=8,
                                                          encoder_widths=(8, 16)),
                        notes="for tests and smoke runs: 32 px, a few thousand parameters"))
@@ -197,8 +198,8 @@ def generator_spec(name: str) -> GeneratorSpec:
         raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(list_generators())}") from None
 
 
-def create_generator(name: str, **overrides: object) -> Refiner:
-    """A new (untrained) generator of architecture ``name``, fields of its config overridden.
+def create_generator(name: str, **overrides: object) -> Refiner | PatchRefiner:
+    """A new (untrained) generator of architecture ``name`` (a face or a patch refiner), config fields overridden.
 
     Raises: ValueError for an unknown name or an unknown config field.
     """
@@ -208,7 +209,7 @@ def create_generator(name: str, **overrides: object) -> Refiner:
     if unknown:
         raise ValueError(f"unknown generator config field(s) {sorted(unknown)}; known: {sorted(fields)}")
     cfg = replace(spec.config, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    return Refiner(cfg)
+    return PatchRefiner(cfg) if isinstance(cfg, PatchConfig) else Refiner(cfg)
 
 
 def sha256_file(path: Path) -> str:
@@ -244,6 +245,16 @@ def shipped_weights_path(name: str | None = None) -> Path:
     return WEIGHTS_DIR / spec.weights
 
 
+def check_sha256(path: Path) -> None:
+    """Raise ModelFileError when shipped weights are missing or do not match their ``.sha256`` file."""
+    if not path.exists():
+        raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
+    digest_file = path.with_suffix(".sha256")
+    if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
+        raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
+                             "reinstall enliven")
+
+
 def load_generator(name: str | None = None, path: Path | None = None,
                    expected: InputContract = FRAME_PATH_CONTRACT) -> Refiner:
     """A trained generator in eval mode: the shipped weights of ``name``, or a weights file ``path``.
@@ -254,12 +265,7 @@ def load_generator(name: str | None = None, path: Path | None = None,
     """
     if path is None:
         path = shipped_weights_path(name)
-        if not path.exists():
-            raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
-        digest_file = path.with_suffix(".sha256")
-        if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
-            raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
-                                 "reinstall enliven")
+        check_sha256(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()}
@@ -275,19 +281,8 @@ def load_generator(name: str | None = None, path: Path | None = None,
 
 
 def check_contract(recorded: dict | None, expected: InputContract, path: Path) -> None:
-    """Raise ModelFileError unless the weights' recorded contract is ``expected``."""
-    if recorded is None:
-        raise ModelFileError(f"weights file {path} records no input contract (written by an older enliven): "
-                             "re-save it with `enliven train --ship` from its run, or retrain")
-    try:
-        contract = InputContract.from_dict(recorded)
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"weights file {path} has an unreadable input contract ({e})") from e
-    diff = contract.differences(expected)
-    if diff:
-        told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in diff.items())
-        raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
-                             "retrain it for this version of enliven")
+    """Raise ModelFileError unless the weights' recorded contract is ``expected`` (``contract.check_recorded``)."""
+    check_recorded(recorded, expected, path)
 
 
 DEFAULT_GENERATOR = "refiner128"

@@ -31,7 +31,7 @@ from ..engine.compose import CropTransform, crop, crop_transform
 from ..engine.motion import FaceState, apply_pose, clamp_closures
 from ..engine.refine import face_gate, refiner_inputs, scale_points
 from ..engine.video_io import DrivingVideo
-from ..engine.warp import WARP_VERSION, Warper, fill_mouth_gap, lip_color
+from ..engine.warp import LID_SLIDE_WARP_VERSION, WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from .cache import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -63,6 +63,13 @@ class PairConfig:
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+    def warp_config(self) -> WarpConfig:
+        """The analytic warp of ``warp_version``: the default one, or the one with sliding lids."""
+        if self.warp_version not in (WARP_VERSION, LID_SLIDE_WARP_VERSION):
+            raise ValueError(f"pairs.warp_version must be {WARP_VERSION} or {LID_SLIDE_WARP_VERSION} "
+                             f"(lid_slide); got {self.warp_version}")
+        return WarpConfig(lid_slide=self.warp_version == LID_SLIDE_WARP_VERSION)
 
 
 # --- per-frame measurements, vectorised over frames ------------------------------------------------
@@ -298,7 +305,7 @@ def build_pairs(data_dir: Path, cache_dir: Path, cfg: PairConfig, subset: str = 
                 t = jitter_transform(base, 1 + cfg.scale_jitter * j[0], (cfg.shift_jitter * s_px * j[1],
                                                                         cfg.shift_jitter * s_px * j[2]))
                 src_pts = t.points_to_crop(clip.points[p.source])
-                cached = (p.source, Warper(src_pts, s_px), crop(frames[p.source], t), t)
+                cached = (p.source, Warper(src_pts, s_px, cfg.warp_config()), crop(frames[p.source], t), t)
             _, warper, src_crop, t = cached
             sample = self_reenact(frames[p.source], clip.points[p.source], frames[p.driver], clip.points[p.driver],
                                   t, warper, src_crop, clamp=cfg.clamp_closures)
@@ -377,6 +384,8 @@ class AugmentConfig:
     contrast: float = 0.15  # +- relative
     saturation: float = 0.2  # +- relative
     channel_gain: float = 0.06  # +- relative gain per RGB channel (white balance)
+    greyscale: float = 0.1  # probability that a whole pair (source, warp, target) is made black-and-white,
+    # so the refiner learns to add no colour the photo lacks (the runtime caps it too: refine.limit_chroma)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -433,6 +442,8 @@ def collate(samples: list[dict[str, np.ndarray]], augment: AugmentConfig | None 
         bright = (augment.brightness * u[:, 0]).view(n, 1, 1, 1)
         contrast = (1 + augment.contrast * u[:, 1]).view(n, 1, 1, 1)
         sat = (1 + augment.saturation * u[:, 2]).view(n, 1, 1, 1)
+        grey_pair = torch.rand(n, generator=generator) < augment.greyscale
+        sat = torch.where(grey_pair.view(n, 1, 1, 1), torch.zeros_like(sat), sat)
 
         def colour(x: torch.Tensor) -> torch.Tensor:
             x = x * gain

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..engine.contract import contract_for
 from ..models.generator import (
     WEIGHTS_DIR,
     Refiner,
@@ -327,7 +328,7 @@ def _checkpoint(trainer: Trainer, run_dir: Path, cfg: TrainConfig, keep: bool = 
     if keep:
         trainer.save(run_dir / f"checkpoint_{trainer.global_step:07d}.pt")
     save_weights(trainer.generator, run_dir / "weights_latest.pt", cfg.model.name,
-                 {"step": trainer.global_step, "run": cfg.name})
+                 {"step": trainer.global_step, "run": cfg.name}, contract_for(cfg.pairs.warp_version))
     log.info("checkpoint at step %d", trainer.global_step)
 
 
@@ -343,5 +344,6 @@ def ship_weights(run_dir: Path, dest: Path | None = None) -> tuple[Path, str, in
     model.load_state_dict(state["generator"])
     dest = dest or WEIGHTS_DIR / (spec.weights or f"{name}.pt")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(model, dest, name, {"step": int(state["step"]), "run": state["config"]["name"]})
+    digest = save_weights(model, dest, name, {"step": int(state["step"]), "run": state["config"]["name"]},
+                          contract_for(int(state["config"]["pairs"]["warp_version"])))
     return dest, digest, int(state["step"])

@@ -1,0 +1,186 @@
+"""Eye and mouth patches: small refiners at higher resolution, cut from the 512 crop where a region needs it.
+
+The face refiner runs at 128 px, so at 512 lids, lashes and teeth stay soft. A patch refiner sees one
+region at its own resolution: a square patch aligned to the driven landmarks (a similarity: centred on
+the region, turned with the line of its corners, scaled to the region's width), cut from the refined
+crop by ``cv2.warpAffine``. It predicts a residual and a bounded mask like the face refiner; its delta
+is faded to zero towards the patch border (``patch_gate``) and pasted back through the inverse
+transform, so the patch leaves no seam. Patches run only when the region needs them
+(``needs_patch``: an eye closing, a mouth opening beyond the photo's).
+
+Torch-free, like ``refine.py``: the patch models are ``runtime.Model`` objects (ONNX Runtime or torch)
+
+    patch model: warped (N, 3, P, P), source (N, 3, P, P), drawing (N, 3, P, P), gate (N, 1, P, P)
+                 -> delta (N, 3, P, P) image units, mask (N, 1, P, P)
+
+``source`` is the same region of the photo's crop, aligned by the photo's own landmarks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+
+from . import topology as topo
+from .refine import nchw
+from .render import draw_landmarks
+from .runtime import Model
+
+PatchKind = Literal["right_eye", "left_eye", "mouth"]
+PATCH_KINDS: tuple[PatchKind, ...] = ("right_eye", "left_eye", "mouth")
+PATCH_INPUTS, PATCH_OUTPUTS = ("warped", "source", "drawing", "gate"), ("delta", "mask")
+# Patch side over the region's corner-to-corner width: eyes with their lids and some brow, the mouth with its lips.
+PATCH_SPAN = {"right_eye": 2.0, "left_eye": 2.0, "mouth": 1.7}
+GATE_MARGIN = 0.12  # the gate is 0 within this fraction of the side from the border, 1 well inside
+EYE_CLOSING = 0.75  # an eye needs its patch when its lid gap is below this fraction of the photo's
+MOUTH_OPENING = 0.08  # the mouth needs its patch when it opens this much wider than the photo's (interocular units)
+
+_CORNERS = {"right_eye": (topo.RIGHT_EYE_OUTER, topo.RIGHT_EYE_INNER),
+            "left_eye": (topo.LEFT_EYE_INNER, topo.LEFT_EYE_OUTER),
+            "mouth": (topo.MOUTH_RIGHT_CORNER, topo.MOUTH_LEFT_CORNER)}
+_REGION = {"right_eye": topo.RIGHT_EYE, "left_eye": topo.LEFT_EYE, "mouth": topo.LIPS_OUTER}
+
+
+@dataclass(frozen=True)
+class PatchTransform:
+    """Crop pixels -> patch pixels: a similarity (2, 3) and its inverse, for a square patch of ``side_px``."""
+
+    matrix: np.ndarray  # (2, 3) float64, crop -> patch
+    inverse: np.ndarray  # (2, 3) float64, patch -> crop
+    side_px: int
+
+    def to_patch(self, points: np.ndarray) -> np.ndarray:
+        """Points (..., 2|3) crop pixels -> (..., 2) patch pixels."""
+        p = np.asarray(points, np.float64)[..., :2]
+        return p @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Points (..., 2) patch pixels -> (..., 2) crop pixels."""
+        p = np.asarray(points, np.float64)[..., :2]
+        return p @ self.inverse[:, :2].T + self.inverse[:, 2]
+
+
+def patch_transform(points: np.ndarray, kind: PatchKind, side_px: int) -> PatchTransform:
+    """The patch of region ``kind`` for landmarks (478, 2|3) in crop pixels.
+
+    Centred on the region's contour, its x axis along the line from the subject's right corner to the
+    left one (so a tilted head gives an upright patch), its side PATCH_SPAN x the corner distance.
+    Pixel centres: patch pixel (side - 1) / 2 is the region's centre.
+    """
+    pts = np.asarray(points, np.float64)[:, :2]
+    a, b = pts[_CORNERS[kind][0]], pts[_CORNERS[kind][1]]
+    centre = pts[_REGION[kind]].mean(axis=0)
+    span = b - a
+    width = max(float(np.linalg.norm(span)), 1e-6)
+    cos, sin = span / width
+    scale = side_px / (PATCH_SPAN[kind] * width)  # patch pixels per crop pixel
+    rot = np.array([[cos, sin], [-sin, cos]]) * scale  # rotates the corner line onto +x
+    c = (side_px - 1) / 2.0
+    m = np.concatenate([rot, (np.array([c, c]) - rot @ centre)[:, None]], axis=1)
+    return PatchTransform(m, cv2.invertAffineTransform(m), side_px)
+
+
+def extract(image: np.ndarray, t: PatchTransform) -> np.ndarray:
+    """The patch (P, P, C) of ``image`` (S, S, C), bilinear, edges replicated."""
+    return cv2.warpAffine(image, t.matrix, (t.side_px, t.side_px), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def patch_gate(side_px: int) -> np.ndarray:
+    """(P, P) float32 in [0, 1]: 0 at the border (within GATE_MARGIN of the side), rising smoothly to 1 inside."""
+    t = (np.arange(side_px) + 0.5) / side_px
+    edge = np.minimum(t, 1 - t) / GATE_MARGIN - 0.5
+    ramp = np.clip(edge, 0.0, 1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def paste_delta(crop: np.ndarray, delta: np.ndarray, t: PatchTransform) -> np.ndarray:
+    """Add a patch's delta (P, P, 3) float32 image units, mapped back to the crop, to ``crop`` (S, S, 3) uint8.
+
+    Only the patch's bounding box is touched; the delta is expected to be 0 at the patch border (gated),
+    so the result has no step there. Returns a new uint8 crop.
+    """
+    s = crop.shape[0]
+    corners = t.to_crop(np.array([[0, 0], [t.side_px - 1, 0], [0, t.side_px - 1], [t.side_px - 1, t.side_px - 1]]))
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int) - 1, 0, s)
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 2, 0, s)
+    out = crop.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    m = t.matrix.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # box pixel (u, v) = crop pixel (x0 + u, y0 + v)
+    # patch -> box: warpAffine with the inverse map of box -> patch (WARP_INVERSE_MAP), zero outside the patch
+    d = cv2.warpAffine(delta.astype(np.float32), m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    box = out[y0:y1, x0:x1].astype(np.float32) + d * 255.0
+    out[y0:y1, x0:x1] = np.clip(box + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def needs_patch(kind: PatchKind, driven: np.ndarray, source: np.ndarray) -> bool:
+    """Whether region ``kind`` of the driven landmarks differs enough from the photo's to need its refiner."""
+    if kind == "mouth":
+        return topo.mouth_opening(driven) > topo.mouth_opening(source) + MOUTH_OPENING
+    i = 0 if kind == "right_eye" else 1
+    return topo.eye_opening(driven)[i] < EYE_CLOSING * max(topo.eye_opening(source)[i], 1e-6)
+
+
+class PatchInputs(NamedTuple):
+    """One patch's inputs, numpy HWC."""
+
+    warped: np.ndarray  # (P, P, 3) uint8, from the (refined) crop
+    source: np.ndarray  # (P, P, 3) uint8, the same region of the photo's crop
+    drawing: np.ndarray  # (P, P, 3) uint8, the driven landmarks drawn in patch pixels
+    gate: np.ndarray  # (P, P) float32
+    transform: PatchTransform  # crop -> patch of the driven landmarks
+
+
+def patch_inputs(crop: np.ndarray, driven: np.ndarray, source_crop: np.ndarray, source_points: np.ndarray,
+                 kind: PatchKind, side_px: int) -> PatchInputs:
+    """Cut the patch of ``kind`` from a crop (S, S, 3) uint8 with driven landmarks (478, 3), and its source twin."""
+    t = patch_transform(driven, kind, side_px)
+    ts = patch_transform(source_points, kind, side_px)
+    pts = np.concatenate([t.to_patch(driven), np.zeros((len(driven), 1))], axis=1)
+    return PatchInputs(extract(crop, t), extract(source_crop, ts), draw_landmarks(pts, side_px), patch_gate(side_px), t)
+
+
+def patch_feed(inputs: list[PatchInputs]) -> dict[str, np.ndarray]:
+    """Stack patch inputs into one model batch (float32 NCHW)."""
+    return {"warped": np.concatenate([nchw(i.warped) for i in inputs]),
+            "source": np.concatenate([nchw(i.source) for i in inputs]),
+            "drawing": np.concatenate([nchw(i.drawing) for i in inputs]),
+            "gate": np.concatenate([nchw(i.gate) for i in inputs])}
+
+
+@dataclass
+class PatchRunner:
+    """Runs the eye and mouth patch refiners on a refined crop, where the regions need them.
+
+    ``eye`` and ``mouth``: runtime Models with PATCH_INPUTS / PATCH_OUTPUTS (None: that region is skipped).
+    """
+
+    eye: Model | None
+    mouth: Model | None
+    eye_px: int = 64
+    mouth_px: int = 96
+
+    def refine(self, crop: np.ndarray, driven: np.ndarray, source_crop: np.ndarray,
+               source_points: np.ndarray) -> np.ndarray:
+        """The crop (S, S, 3) uint8 with the needed patches refined; returns a new array (or ``crop``).
+
+        Both eyes go through the eye model in one batch; patches do not overlap, so all are cut from ``crop``.
+        """
+        out = crop
+        for model, side, kinds in ((self.eye, self.eye_px, ("right_eye", "left_eye")),
+                                   (self.mouth, self.mouth_px, ("mouth",))):
+            needed = [k for k in kinds if model is not None and needs_patch(k, driven, source_points)]
+            if not needed:
+                continue
+            inputs = [patch_inputs(crop, driven, source_crop, source_points, k, side) for k in needed]
+            deltas = model(**patch_feed(inputs))["delta"]  # type: ignore[misc]
+            for inp, delta in zip(inputs, deltas):
+                out = paste_delta(out, delta.transpose(1, 2, 0), inp.transform)
+        return out
