@@ -32,7 +32,7 @@ from enliven.engine.defaults import builtin_photo
 from enliven.fixtures import driving_frames
 from enliven.provenance.watermark import Watermarker
 
-from .machine import machine_info, write_results_section
+from .machine import machine_info, reference_workload, write_results_section
 
 HERE = Path(__file__).resolve().parent
 WARMUP_FRAMES = 20
@@ -167,7 +167,13 @@ def batch_throughput(precisions: tuple[str, ...] = ("fp32", "int8"), batches: tu
 
 def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = False,
         engines: tuple[Engine, ...] = ENGINES) -> list[dict[str, object]]:
-    """Benchmark each engine and crop size, then batch throughput; print tables; with ``write``, record them."""
+    """Benchmark each engine and crop size, then batch throughput; print tables; with ``write``, record them.
+
+    The machine reference (fixed kernels, see machine.reference_workload) is timed before and after,
+    so figures from different machines, or from a busy one, can be put side by side.
+    """
+    before = reference_workload()
+    print("machine reference (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in before.items()), flush=True)
     results = []
     for engine in engines:
         for s in sizes:
@@ -178,11 +184,15 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
             print(f"{engine.label} @ {s}: {r['fps']} fps, total p50/p95 {r['stages']['total']['p50_ms']:.1f} / "  # type: ignore[index]
                   f"{r['stages']['total']['p95_ms']:.1f} ms", flush=True)  # type: ignore[index]
     batches = batch_throughput()
+    after = reference_workload()
+    reference = {k: round((before[k] + after[k]) / 2, 4) for k in before}
+    print("machine reference after (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in after.items()), flush=True)
     table, btable = markdown_table(results), batch_table(batches)
     print(table, "", btable, sep="\n")
     if write:
         record = {"benchmark": "frame_path", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "machine": machine_info(), "results": results, "batch_throughput": batches}
+                  "machine": machine_info(), "reference_ms": reference, "results": results,
+                  "batch_throughput": batches}
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "frame_path.json").write_text(json.dumps(record, indent=2) + "\n")
         _write_results_md(record, table, btable)
@@ -223,7 +233,9 @@ def _write_results_md(record: dict[str, Any], table: str, btable: str) -> None:
         "## Frame path: analytic and trained, torch and ONNX Runtime, serial and pipelined (`python -m benchmarks.frame_path`)",
         "",
         f"Recorded {record['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
-        f"versions {json.dumps(m['versions'])}. No GPU on this machine.",
+        f"versions {json.dumps(m['versions'])}. No GPU on this machine. Machine reference (fixed single-thread "
+        "kernels, ms, mean of before and after): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in record["reference_ms"].items()) + ".",
         "Driver: a 640x480 clip of the built-in photo moved by the built-in motion; output: the 512x512",
         "photo with the animated crop pasted back, VP8-encoded (realtime). The generator's ONNX Runtime",
         "session uses the machine's cores (2 threads, no spinning); torch 1 thread. Pipelined: MediaPipe runs",
