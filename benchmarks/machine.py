@@ -61,7 +61,7 @@ def reference_workload(repeats: int = 30) -> dict[str, float]:
 
     def elementwise() -> None:
         np.multiply(f, 0.7, out=h)
-        h += g
+        np.add(h, g, out=h)
         np.clip(h, 0.0, 1.0, out=h)
 
     kernels = {
