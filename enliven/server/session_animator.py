@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -120,23 +120,11 @@ class SessionAnimator:
         ``settings``: new settings to apply first (None: unchanged); ``reset_reference``: take the
         driver's next frames as its neutral pose. Raises RuntimeError once closed.
         """
-        if settings is not None:
-            self._apply(settings)
-        animator = self._animator
-        if animator is None:
-            raise RuntimeError("the session's photo is gone")
-        if reset_reference:
-            animator.reset_reference()
-        t0 = time.perf_counter()
-        out = animator.step(rgb, t=t_s)
-        if self.debug.step_delay_s > 0:
-            time.sleep(self.debug.step_delay_s)
-        step_ms = (time.perf_counter() - t0) * 1e3
-        out = self._labelled(out)
+        image = self._animate(lambda animator: animator.step(rgb, t=t_s), settings, reset_reference)
         if self.debug.echo_frame_ids:
-            w = min(out.shape[1], rgb.shape[1])
-            out[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
-        return AnimatedImage(out, bool(animator.last.face_found), step_ms, self.settings)
+            w = min(image.image.shape[1], rgb.shape[1])
+            image.image[:ECHO_ROWS, :w] = rgb[:ECHO_ROWS, :w]
+        return image
 
     def points(self, points: np.ndarray | None, t_s: float, frame_id: int, settings: EngineSettings | None = None,
                reset_reference: bool = False) -> AnimatedImage:
@@ -146,6 +134,15 @@ class SessionAnimator:
         ``frame_id``: the page's frame number, drawn into the output when echo_frame_ids is on (latency
         probes). Otherwise as ``frame``.
         """
+        image = self._animate(lambda animator: animator.step_landmarks(points, t=t_s, smooth=True), settings,
+                              reset_reference)
+        if self.debug.echo_frame_ids:
+            stamp_id(image.image, frame_id)
+        return image
+
+    def _animate(self, step: Callable[[Animator], np.ndarray], settings: EngineSettings | None,
+                 reset_reference: bool) -> AnimatedImage:
+        """The routine both inputs share: settings, reference, the step (timed), watermark and label."""
         if settings is not None:
             self._apply(settings)
         animator = self._animator
@@ -154,14 +151,11 @@ class SessionAnimator:
         if reset_reference:
             animator.reset_reference()
         t0 = time.perf_counter()
-        out = animator.step_landmarks(points, t=t_s, smooth=True)
+        out = step(animator)
         if self.debug.step_delay_s > 0:
             time.sleep(self.debug.step_delay_s)
         step_ms = (time.perf_counter() - t0) * 1e3
-        out = self._labelled(out)
-        if self.debug.echo_frame_ids:
-            stamp_id(out, frame_id)
-        return AnimatedImage(out, bool(animator.last.face_found), step_ms, self.settings)
+        return AnimatedImage(self._labelled(out), bool(animator.last.face_found), step_ms, self.settings)
 
     def _labelled(self, out: np.ndarray) -> np.ndarray:
         """A writable copy of an animated frame with its disclosure: the visible label and the watermark."""
