@@ -40,7 +40,7 @@ from .protocol import (
     RefusedReply,
     Reply,
 )
-from .session_animator import NO_DEBUG, DebugOptions, EngineSettings, SessionAnimator
+from .session_animator import NO_DEBUG, AnimatedImage, DebugOptions, EngineSettings, SessionAnimator
 from .stats import FrameStats
 from .tracks import InputFrame, NewestSlot, OutputFrame, SlotClosed
 
@@ -170,6 +170,10 @@ class ThreadEngine(SessionEngine):
         if session is None:
             raise RuntimeError("the session's photo is gone")
         out = session.frame(item.frame.to_ndarray(format="rgb24"), self._session_time_s(item), new, reset)
+        return self._output(out, item)
+
+    def _output(self, out: AnimatedImage, item: InputFrame | InputPoints) -> OutputFrame:
+        """An animated image as an output frame; the settings it was made with become the engine's."""
         self.settings = out.settings
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
@@ -181,9 +185,7 @@ class ThreadEngine(SessionEngine):
             raise RuntimeError("the session's photo is gone")
         msg = item.message
         out = session.points(msg.points, self._session_time_s(item), msg.frame_id, new, reset)
-        self.settings = out.settings
-        frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
-        return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
+        return self._output(out, item)
 
     def _png(self) -> bytes | None:
         return None if self._session is None else self._session.photo_png()
@@ -246,13 +248,7 @@ class ProcessEngine(SessionEngine):
         new, reset = self._take_pending()
         reply = self._worker.call(FrameRequest(self.name, self._session_time_s(item), h, w, new, reset,
                                                yuv.tobytes()))
-        if not isinstance(reply, FrameReply):
-            raise _unexpected(reply, "animate the frame")
-        self.settings = reply.settings
-        side = reply.side
-        planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
-        out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        return OutputFrame(out, item.arrived_s, time.monotonic(), reply.step_ms, reply.face_found)
+        return self._output(reply, item, "animate the frame")
 
     def _animate_points(self, item: InputPoints) -> OutputFrame:
         if self._worker is None:
@@ -262,8 +258,12 @@ class ProcessEngine(SessionEngine):
         points = None if msg.points is None else msg.points.astype("<f4").tobytes()
         reply = self._worker.call(PointsRequest(self.name, self._session_time_s(item), msg.frame_id, new, reset,
                                                 points))
+        return self._output(reply, item, "animate the points")
+
+    def _output(self, reply: Reply, item: InputFrame | InputPoints, what: str) -> OutputFrame:
+        """The worker's animated frame (I420 planes) as an output frame; its settings become the engine's."""
         if not isinstance(reply, FrameReply):
-            raise _unexpected(reply, "animate the points")
+            raise _unexpected(reply, what)
         self.settings = reply.settings
         side = reply.side
         planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
