@@ -17,9 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,44 +29,16 @@ import psutil
 
 from .load import WARMUP_S, _debug_state, _run_sessions, _source_state, memory_summary
 from .machine import machine_info, write_results_section
+from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
 MODES = {"single": [], "ray": ["--cluster", "ray"]}  # extra `enliven serve` arguments of each mode
 
 
-def _start(mode: str, sessions: int, engine: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
-           "--max-sessions", str(sessions), "--create-rate", "600", "--create-burst", "100", "--engine", engine,
-           *MODES[mode]]
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    out.close()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        m = re.search(r"serving on (http://\S+)", log.read_text(errors="replace"))
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the {mode} server did not start:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def bench(mode: str, sessions: int, seconds: float, fps: float, engine: str) -> dict[str, Any]:
     """``sessions`` clients for ``seconds`` (after their first frame) against a server in ``mode``."""
     log = Path(tempfile.mkdtemp(prefix=f"enliven-cluster-{mode}-")) / "server.log"
-    proc, url = _start(mode, sessions, engine, log)
+    proc, url = start_server(log, "--max-sessions", str(sessions), "--engine", engine, *NO_CLIENT_LIMITS, *MODES[mode])
     load_before = os.getloadavg()
     try:
         server = psutil.Process(proc.pid)
@@ -83,7 +52,7 @@ def bench(mode: str, sessions: int, seconds: float, fps: float, engine: str) -> 
 
         clients, samples, errors, start, state, t_connect = asyncio.run(go())
     finally:
-        _stop(proc)
+        stop_server(proc)
     text = log.read_text(errors="replace")
     errors += [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line][:10]
     t0 = start + WARMUP_S

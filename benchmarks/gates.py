@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,38 +37,12 @@ import psutil
 from enliven.server.client import LoopbackClient, noise_frames
 
 from .machine import machine_info, write_results_section
+from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
 MiB = 2**20
 BODY_TIMEOUT_S = 3.0
-
-
-def _start(log: Path, *args: str, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env_extra or {}))
-    cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
-           "--create-rate", "6000", "--create-burst", "1000", "--offer-rate", "6000", "--offer-burst", "1000",
-           "--max-sessions-per-client", "100", "--body-timeout", str(BODY_TIMEOUT_S), *args]
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    out.close()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        m = re.search(r"serving on (http://\S+)", log.read_text(errors="replace"))
-        if m:
-            return proc, m.group(1).rstrip("/")
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+GATES_ARGS = (*NO_CLIENT_LIMITS, "--body-timeout", str(BODY_TIMEOUT_S))
 
 
 async def _timed(coro: Any) -> tuple[Any, float]:
@@ -303,18 +275,19 @@ def _write(record: dict[str, Any]) -> None:
 def run(cycles: int, write: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="enliven-gates-"))
     figures: dict[str, Any] = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
-    proc, base = _start(tmp / "server.log", "--max-sessions", "2")
+    proc, base = start_server(tmp / "server.log", *GATES_ARGS, "--max-sessions", "2")
     try:
         figures.update(asyncio.run(_requests(base)))
         figures.update(asyncio.run(_setup_times(base)))
         figures.update(asyncio.run(_stall(base)))
     finally:
-        _stop(proc)
-    proc, base = _start(tmp / "churn.log", "--max-sessions", "2", env_extra={"ENLIVEN_TRACEMALLOC": "1"})
+        stop_server(proc, timeout_s=30.0)
+    proc, base = start_server(tmp / "churn.log", *GATES_ARGS, "--max-sessions", "2",
+                              env_extra={"ENLIVEN_TRACEMALLOC": "1"})
     try:
         figures.update(asyncio.run(_churn(base, psutil.Process(proc.pid), cycles)))
     finally:
-        _stop(proc)
+        stop_server(proc, timeout_s=30.0)
     lines = markdown(figures)
     print("\n".join(lines))
     if write:

@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ from enliven.fixtures import driving_frames
 from enliven.server.client import LoopbackClient
 
 from .machine import machine_info, write_results_section
+from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
 WARMUP_S = 5.0
@@ -48,30 +47,6 @@ TARGETS = {  # issues 3 and 12, on 2 CPU cores
     1: "1 session >= 25 fps at 256, p95 latency <= 150 ms",
     4: "4 sessions: no errors, no memory growth, latency bounded; with face points: >= 25 fps each, p95 <= 80 ms",
 }
-
-
-def _start_server(sessions: int, size: int, log: Path, workers: int | None,
-                  engine: str = "trained") -> tuple[subprocess.Popen[bytes], str]:
-    env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "enliven.server", "--port", "0", "--debug-endpoints", "--echo-frame-ids",
-           "--max-sessions", str(sessions), "--size", str(size), "--create-rate", "600", "--create-burst", "100",
-           "--offer-rate", "600", "--offer-burst", "100", "--max-sessions-per-client", str(sessions),
-           "--engine", engine]
-    if workers is not None:
-        cmd += ["--workers", str(workers)]
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    out.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        m = re.search(r"serving on (http://\S+)", log.read_text(errors="replace"))
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def _slope_per_min(times_s: list[float], values: list[float]) -> float:
@@ -153,7 +128,9 @@ def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | N
           engine: str = "trained", upstream: str = "video") -> dict[str, Any]:
     """Run ``sessions`` clients for ``seconds`` (after their first frame); return the figures."""
     log = Path(tempfile.mkdtemp(prefix="enliven-load-")) / "server.log"
-    proc, url = _start_server(sessions, size, log, workers, engine)
+    workers_args = () if workers is None else ("--workers", str(workers))
+    proc, url = start_server(log, "--max-sessions", str(sessions), "--size", str(size), "--engine", engine,
+                             *NO_CLIENT_LIMITS, *workers_args, timeout_s=120.0)
     load_before = os.getloadavg()
     try:
         server = psutil.Process(proc.pid)
@@ -166,11 +143,7 @@ def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | N
 
         clients, samples, errors, start, state = asyncio.run(go())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, timeout_s=20.0)
     text = log.read_text(errors="replace")
     errors += [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line][:10]
     errors += [f"server errors in session {s['id']}: {s['errors']}" for s in state.get("per_session", [])
