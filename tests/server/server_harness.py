@@ -188,3 +188,20 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
         for frame in frames:
             f.write(b"FRAME\n")
             f.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+async def valid_offer(audio: bool = False) -> str:
+    """A real aiortc offer: one video track (and a microphone with ``audio``) plus the control data channel."""
+    from aiortc import RTCPeerConnection
+
+    from enliven.server.client import ClipTrack, ToneTrack, noise_frames
+
+    pc = RTCPeerConnection()
+    pc.createDataChannel("control")
+    pc.addTrack(ClipTrack(noise_frames(64, 48, 1)))
+    if audio:
+        pc.addTrack(ToneTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp

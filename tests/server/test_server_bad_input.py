@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from server_harness import Server, jpeg_bytes, run, start_server, stop_server, until
+from server_harness import Server, jpeg_bytes, run, start_server, stop_server, until, valid_offer
 from yarl import URL
 
 from enliven.server.client import LoopbackClient, noise_frames
@@ -206,22 +206,6 @@ def test_wrong_content_types_and_broken_forms(server: Server) -> None:
 
 
 # --- offers ----------------------------------------------------------------------------------
-async def _valid_offer(audio: bool = False) -> str:
-    from aiortc import RTCPeerConnection
-
-    from enliven.server.client import ClipTrack, ToneTrack
-
-    pc = RTCPeerConnection()
-    pc.createDataChannel("control")
-    pc.addTrack(ClipTrack(noise_frames(64, 48, 1)))
-    if audio:
-        pc.addTrack(ToneTrack())
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 def _sdp_corpus(valid: str, with_audio: str) -> list[tuple[str, bytes]]:
     lines = valid.split("\r\n")
     first_m = next(i for i, line in enumerate(lines) if line.startswith("m="))
@@ -275,7 +259,7 @@ def test_malformed_offers_get_400_never_500(server: Server) -> None:
     server.wait_idle()
 
     async def go() -> list[tuple[str, int, dict[str, Any]]]:
-        valid, with_audio = await _valid_offer(), await _valid_offer(audio=True)
+        valid, with_audio = await valid_offer(), await valid_offer(audio=True)
         out = []
         c = LoopbackClient(server.url, noise_frames())
         try:

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_harness import Server, run
+from server_harness import Server, run, valid_offer
 
 from enliven.server.client import LoopbackClient, noise_frames
 from enliven.server.config import ServerConfig
@@ -36,22 +36,7 @@ LINE_BREAKS = ["\r\n", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85
 @functools.lru_cache(maxsize=1)
 def valid_offers() -> tuple[str, str]:
     """A video + data channel offer and a video + audio + data channel offer, made by aiortc."""
-    from aiortc import RTCPeerConnection
-
-    from enliven.server.client import ClipTrack, ToneTrack
-
-    async def make(audio: bool) -> str:
-        pc = RTCPeerConnection()
-        pc.createDataChannel("control")
-        pc.addTrack(ClipTrack(noise_frames(64, 48, 1)))
-        if audio:
-            pc.addTrack(ToneTrack())
-        await pc.setLocalDescription(await pc.createOffer())
-        sdp = pc.localDescription.sdp
-        await pc.close()
-        return sdp
-
-    return asyncio.run(make(False)), asyncio.run(make(True))
+    return asyncio.run(valid_offer()), asyncio.run(valid_offer(audio=True))
 
 
 junk_line = st.one_of(

@@ -26,7 +26,7 @@ import aiohttp
 import numpy as np
 import psutil
 import pytest
-from server_harness import Server, run, start_server, stop_server, until
+from server_harness import Server, run, start_server, stop_server, until, valid_offer
 
 from enliven.server.client import LoopbackClient, noise_frames
 
@@ -165,22 +165,6 @@ def test_stalled_uploads_hold_no_session_slot(hostile: Server) -> None:
 
 
 # --- SDP smuggling ------------------------------------------------------------------------------------
-async def _real_offer(audio: bool = False) -> str:
-    from aiortc import RTCPeerConnection
-
-    from enliven.server.client import ClipTrack, ToneTrack
-
-    pc = RTCPeerConnection()
-    pc.createDataChannel("control")
-    pc.addTrack(ClipTrack(noise_frames(64, 48, 1)))
-    if audio:
-        pc.addTrack(ToneTrack())
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 def _smuggled(valid: str) -> list[tuple[str, str]]:
     video = valid[valid.index("m=video"):valid.index("m=application")].replace("a=mid:0", "a=mid:7")
     audio = ("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:8\r\na=rtcp-mux\r\n"
@@ -198,7 +182,7 @@ def test_smuggled_media_sections_are_refused_before_anything_is_built(hostile: S
     hostile.wait_idle()
 
     async def go() -> tuple[list[tuple[str, int]], list[str], int]:
-        valid = await _real_offer()
+        valid = await valid_offer()
         results, codes = [], []
         async with bystander(hostile) as b:
             http = aiohttp.ClientSession(headers=_as("203.0.113.50"))
@@ -606,7 +590,7 @@ def test_ice_talks_only_to_allowed_networks(hostile: Server) -> None:
         s.setblocking(False)
 
     async def go() -> tuple[int, int, dict[str, Any], str]:
-        valid = await _real_offer()
+        valid = await valid_offer()
         candidates = "".join(
             f"a=candidate:{i} 1 udp {2130706431 - i} {host} {port} typ host\r\n"
             for i, (host, port) in enumerate([("127.0.0.1", inside.getsockname()[1]),
