@@ -367,6 +367,19 @@ def test_batches_are_a_pure_function_of_the_step(tmp_path) -> None:
     assert not torch.equal(t1.batch(6).target, b1.target)
 
 
+def test_batches_made_by_loader_workers_equal_the_loop_s_own(tmp_path) -> None:
+    from enliven.train.loop import batch_stream
+
+    data = ds.PairDataset(synthetic_store(tmp_path / "s", n=8), ds.AugmentConfig())
+    cfg = tiny_config()
+    ahead = list(batch_stream(data, dataclasses.replace(cfg, loader_workers=2), 3, 7))
+    assert len(ahead) == 4
+    for k, b in enumerate(ahead):
+        own = Trainer(cfg, data).batch(3 + k)
+        for x, y in zip(b, own):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
 def test_driven_landmarks_are_clamped_like_retarget() -> None:
     from enliven.engine import topology as topo
 

@@ -226,7 +226,8 @@ def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None
 
     ``contract``: the frame path's input contract the weights were trained under (default: today's).
     """
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items()}
     torch.save({"name": name, "config": asdict(model.config), "state_dict": state, "meta": meta or {},
                 "contract": contract.to_dict()}, path)
     digest = sha256_file(path)
@@ -293,8 +294,9 @@ def count_flops(model: Refiner, batch: int = 1) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     r = model.config.resolution_px
-    x = torch.zeros(batch, 3, r, r)
-    g = torch.zeros(batch, 1, r, r)
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, 3, r, r, device=device)
+    g = torch.zeros(batch, 1, r, r, device=device)
     with torch.no_grad():
         with FlopCounterMode(display=False) as enc:
             code = model.encoder(x)

@@ -56,6 +56,8 @@ class TrainConfig:
     seed: int = 0  # seeds the model init, the sampling order and the augmentation
     max_steps: int = 20000  # stop after this many generator steps
     threads: int = 1  # torch CPU threads (leave a core free for others)
+    device: str = "cpu"  # torch device of the models and the loss: "cpu", "cuda", "cuda:1"
+    loader_workers: int = 0  # processes preparing batches ahead of the loop (0 = in the loop); same batches
     gan_start_step: int = 2000  # adversarial and feature-matching terms join after this step
     identity_every: int = 4  # identity loss on every n-th step (it is the costliest term)
     identity_samples: int = 8  # ... on the first this many pairs of the batch
@@ -71,6 +73,8 @@ class TrainConfig:
     data_dir: str = str(DEFAULT_DATA_DIR)  # the data set (MANIFEST.tsv); only split == train is used
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # landmark cache and pair stores (outside the repo)
     runs_dir: str = str(DEFAULT_CACHE_DIR / "runs")  # checkpoints and TensorBoard logs (outside the repo)
+    pairs_dir: str = ""  # a ready pair store (train/ and optional dev/, e.g. from ``python -m enliven.train.pack``):
+    # used as it is, without the landmark cache or the data set (a GPU machine that has neither)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)

@@ -60,6 +60,45 @@ class StepResult:
     losses: dict[str, float]
 
 
+def make_batch(train_set: PairDataset, cfg: TrainConfig, step: int) -> Batch:
+    """The batch of ``step``: a pure function of (seed, step), on the CPU (epochs are seeded permutations)."""
+    n, b = len(train_set), cfg.optim.batch_size
+    per_epoch = max(n // b, 1)
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    indices = order[k * b:(k + 1) * b] if n >= b else order
+    samples = [train_set.sample(int(i), np.random.default_rng([cfg.seed, step, j])) for j, i in enumerate(indices)]
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    return collate(samples, cfg.augment, gen)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Batches of steps ``start..end-1`` for a DataLoader whose workers prepare them ahead of the loop."""
+
+    def __init__(self, train_set: PairDataset, cfg: TrainConfig, start: int, end: int) -> None:
+        self.train_set, self.cfg, self.start, self.end = train_set, cfg, start, end
+
+    def __len__(self) -> int:
+        return max(self.end - self.start, 0)
+
+    def __getitem__(self, k: int) -> Batch:
+        return make_batch(self.train_set, self.cfg, self.start + k)
+
+
+def batch_stream(train_set: PairDataset, cfg: TrainConfig, start: int, end: int) -> Any:
+    """The batches of steps ``start..end-1`` in order: from ``cfg.loader_workers`` processes, or made in turn."""
+    if cfg.loader_workers <= 0:
+        return (make_batch(train_set, cfg, s) for s in range(start, end))
+    return iter(torch.utils.data.DataLoader(
+        _StepBatches(train_set, cfg, start, end), batch_size=None, shuffle=False, num_workers=cfg.loader_workers,
+        prefetch_factor=4, pin_memory=cfg.device.startswith("cuda")))
+
+
+def to_device(b: Batch, device: torch.device) -> Batch:
+    """Every tensor of a batch on ``device``."""
+    return Batch(*(t.to(device, non_blocking=True) for t in b))
+
+
 class Trainer:
     """One training run's models and optimisers. ``step()`` trains on the batch of the current step."""
 
@@ -68,30 +107,20 @@ class Trainer:
                  identity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.generator: Refiner = create_generator(cfg.model.name)
-        self.disc = MultiScaleDiscriminator(cfg.model.disc_scales, cfg.model.disc_width)
+        self.device = torch.device(cfg.device)
+        self.generator: Refiner = create_generator(cfg.model.name).to(self.device)
+        self.disc = MultiScaleDiscriminator(cfg.model.disc_scales, cfg.model.disc_width).to(self.device)
         o = cfg.optim
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.lr_disc, betas=(o.beta1, o.beta2))
         self.train_set = train_set
-        self.perceptual = perceptual
+        self.perceptual = perceptual.to(self.device) if perceptual is not None else None
         self.identity = identity
         self.global_step = 0
 
     # --- data ------------------------------------------------------------------------------------
-    def batch_indices(self, step: int) -> np.ndarray:
-        """Dataset positions of the batch of ``step`` (epochs are seeded permutations)."""
-        n, b = len(self.train_set), self.cfg.optim.batch_size
-        per_epoch = max(n // b, 1)
-        epoch, k = divmod(step, per_epoch)
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
-        return order[k * b:(k + 1) * b] if n >= b else order
-
     def batch(self, step: int) -> Batch:
-        samples = [self.train_set.sample(int(i), np.random.default_rng([self.cfg.seed, step, j]))
-                   for j, i in enumerate(self.batch_indices(step))]
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
-        return collate(samples, self.cfg.augment, gen)
+        return make_batch(self.train_set, self.cfg, step)
 
     # --- one step ----------------------------------------------------------------------------------
     def _lr_scale(self, step: int) -> float:
@@ -125,10 +154,10 @@ class Trainer:
         total = sum(getattr(w, k) * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
-    def step(self) -> StepResult:
-        """Train on the batch of the current step; returns its losses and advances the step."""
+    def step(self, batch: Batch | None = None) -> StepResult:
+        """Train on the batch of the current step (``batch``, if made ahead); returns its losses and advances."""
         step = self.global_step
-        b = self.batch(step)
+        b = to_device(batch if batch is not None else self.batch(step), self.device)
         self.generator.train()
         scale = self._lr_scale(step)
         for g in self.opt_g.param_groups:
@@ -183,7 +212,8 @@ class Trainer:
 
 # --- held-out check -----------------------------------------------------------------------------------
 
-def dev_metrics(generator: Refiner, dev: PairDataset, count: int) -> dict[str, float]:
+def dev_metrics(generator: Refiner, dev: PairDataset, count: int,
+                device: torch.device | str = "cpu") -> dict[str, float]:
     """Face-region L1 and PSNR of the analytic warp and of the refined output on the first ``count`` dev pairs."""
     idx = list(range(min(count, len(dev))))
     if not idx:
@@ -192,7 +222,7 @@ def dev_metrics(generator: Refiner, dev: PairDataset, count: int) -> dict[str, f
     sums: dict[str, float] = {}
     with torch.no_grad():
         for start in range(0, len(idx), 16):
-            b = collate([dev.sample(i) for i in idx[start:start + 16]])
+            b = to_device(collate([dev.sample(i) for i in idx[start:start + 16]]), torch.device(device))
             pred = b.warped + generator(b.source, b.warped, b.drawing, b.gate).delta
             face = b.regions[:, :1] * b.valid
             mouth = b.regions[:, 1:2] * b.valid
@@ -237,12 +267,7 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
     from tqdm import tqdm
 
     torch.set_num_threads(cfg.threads)
-    data_dir, cache_dir = Path(cfg.data_dir).expanduser(), Path(cfg.cache_dir).expanduser()
-    build_landmark_cache(data_dir, cache_dir, ("train",), progress=progress)
-    train_root = build_pairs(data_dir, cache_dir, cfg.pairs, "train", progress=progress)
-    dev_root = build_pairs(data_dir, cache_dir, cfg.pairs, "dev", progress=progress)
-    train_set = PairDataset(train_root, cfg.augment)
-    dev_set = PairDataset(dev_root)
+    train_set, dev_set = _pair_sets(cfg, progress)
     identity = None
     if cfg.loss.identity:
         from .identity import IdentityLoss
@@ -259,9 +284,9 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
         _init_from_weights(trainer, cfg.init_weights)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     flops, enc_flops = count_flops(trainer.generator)
-    log.info("generator %s: %.3f GFLOP/frame, %.3f GFLOP/photo, %d + %d parameters; %d train pairs, %d dev pairs",
-             cfg.model.name, flops / 1e9, enc_flops / 1e9, count_params(trainer.generator.decoder),
-             count_params(trainer.generator.encoder), len(train_set), len(dev_set))
+    log.info("generator %s: %.3f GFLOP/frame, %.3f GFLOP/photo, %d + %d parameters; %d train pairs, %d dev pairs "
+             "on %s", cfg.model.name, flops / 1e9, enc_flops / 1e9, count_params(trainer.generator.decoder),
+             count_params(trainer.generator.encoder), len(train_set), len(dev_set) if dev_set else 0, cfg.device)
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=trainer.global_step or None)
     stop = _Stop()
     end = min(cfg.max_steps, max_steps if max_steps is not None else cfg.max_steps)
@@ -269,10 +294,11 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
     bar = tqdm(total=end, initial=trainer.global_step, desc=cfg.name, unit="step", disable=not progress,
                mininterval=5.0)
     avg: dict[str, float] = {}
+    batches = batch_stream(train_set, cfg, trainer.global_step, end)
     try:
         while trainer.global_step < end and not stop.requested:
             t0 = time.perf_counter()
-            res = trainer.step()
+            res = trainer.step(next(batches))
             res.losses["step_s"] = time.perf_counter() - t0
             for k, v in res.losses.items():
                 avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
@@ -284,13 +310,13 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
                     writer.add_scalar(f"train/{k}", v, s)
             if s % (10 * cfg.log_every) == 0:
                 log.info("step %d: %s", s, " ".join(f"{k}={v:.4g}" for k, v in sorted(avg.items())))
-            if s % cfg.dev_every == 0:
-                dev = dev_metrics(trainer.generator, dev_set, cfg.dev_pairs)
+            if dev_set is not None and s % cfg.dev_every == 0:
+                dev = dev_metrics(trainer.generator, dev_set, cfg.dev_pairs, trainer.device)
                 for k, v in dev.items():
                     writer.add_scalar(f"dev/{k}", v, s)
                 log.info("dev at step %d: %s", s, " ".join(f"{k}={v:.4g}" for k, v in sorted(dev.items())))
-            if s % cfg.image_every == 0:
-                b = collate([dev_set.sample(i) for i in range(min(4, len(dev_set)))])
+            if dev_set is not None and s % cfg.image_every == 0:
+                b = to_device(collate([dev_set.sample(i) for i in range(min(4, len(dev_set)))]), trainer.device)
                 with torch.no_grad():
                     trainer.generator.eval()
                     pred = b.warped + trainer.generator(b.source, b.warped, b.drawing, b.gate).delta
@@ -306,6 +332,19 @@ def run(cfg: TrainConfig, fresh: bool = False, progress: bool = True, max_steps:
         writer.close()
         bar.close()
     return run_dir
+
+
+def _pair_sets(cfg: TrainConfig, progress: bool) -> tuple[PairDataset, PairDataset | None]:
+    """The train and dev pair sets: a ready store (``cfg.pairs_dir``) or built from the data set."""
+    if cfg.pairs_dir:
+        root = Path(cfg.pairs_dir).expanduser()
+        dev = PairDataset(root / "dev") if (root / "dev" / "plan.npy").exists() else None
+        return PairDataset(root / "train", cfg.augment), dev
+    data_dir, cache_dir = Path(cfg.data_dir).expanduser(), Path(cfg.cache_dir).expanduser()
+    build_landmark_cache(data_dir, cache_dir, ("train",), progress=progress)
+    train_root = build_pairs(data_dir, cache_dir, cfg.pairs, "train", progress=progress)
+    dev_root = build_pairs(data_dir, cache_dir, cfg.pairs, "dev", progress=progress)
+    return PairDataset(train_root, cfg.augment), PairDataset(dev_root)
 
 
 def _init_from_weights(trainer: Trainer, weights: str) -> None:

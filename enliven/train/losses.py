@@ -192,7 +192,7 @@ def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size_px: int) -> torch
     n, _, h, w = images.shape
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    theta = torch.zeros(n, 2, 3, dtype=images.dtype)
+    theta = torch.zeros(n, 2, 3, dtype=images.dtype, device=images.device)
     theta[:, 0, 0] = (boxes[:, 2] - boxes[:, 0]) / w
     theta[:, 1, 1] = (boxes[:, 3] - boxes[:, 1]) / h
     theta[:, 0, 2] = (2 * cx + 1) / w - 1
