@@ -194,6 +194,7 @@ class Warper:
         self._face_canonical = unpose(self.source_points, src_pose)[topo.WARP_POINTS]
         frontal = self._face_canonical @ src_pose.rotation.T
         src_canon = np.linalg.norm(frontal[idx[i], :2] - frontal[idx[j], :2], axis=1)
+        self._pair_offsets = self._face_canonical[idx[i]] - self._face_canonical[idx[j]]  # (P, 3), i minus j
         return idx[i], idx[j], src_canon
 
     def release(self, driven_points: np.ndarray, total: int, pose: Pose | None = None) -> np.ndarray:
@@ -211,13 +212,14 @@ class Warper:
         out = np.zeros(total)
         i, j, src_d = self._fold_pairs
         pose = fit_pose(driven_points, self._canonical) if pose is None else pose
-        posed = self._face_canonical @ pose.rotation.T  # the source face turned like the driven head
-        ratio = np.linalg.norm(posed[i, :2] - posed[j, :2], axis=1) / src_d
+        # The pairs' offsets turned like the driven head (the source face posed so; one matmul for all pairs).
+        turned = self._pair_offsets @ pose.rotation.T
+        ratio = np.hypot(turned[:, 0], turned[:, 1]) / src_d
         folding = ratio < cfg.fold_start
         if not folding.any():
             return out
         i, j, ratio = i[folding], j[folding], ratio[folding]
-        behind = np.where(posed[i, 2] > posed[j, 2], i, j)
+        behind = np.where(turned[folding, 2] > 0, i, j)  # deeper: larger z
         w = np.clip((cfg.fold_start - ratio) / (cfg.fold_start - cfg.fold_end), 0.0, 1.0)
         w = w * w * (3 - 2 * w)
         np.maximum.at(out, behind, w * cfg.fold_release)
