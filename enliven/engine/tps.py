@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import ShapeError
 
-CHUNK_POINTS = 1024  # points per pass of the kernel (keeps its two buffers in the CPU's L2 cache)
+CHUNK_POINTS = 512  # points per pass of the kernel (its two buffers, ~0.5 MB each, stay in cache between passes)
 _TINY = 1e-12  # squared distance (scaled units) below which U is taken at this value (~0)
 
 
@@ -147,7 +147,11 @@ class TpsWorkspace:
 
 def _augmented_points(q: np.ndarray) -> np.ndarray:
     """(M, 4) float32 [x, y, x^2 + y^2, 1] of scaled points (M, 2)."""
-    return np.column_stack([q, (q * q).sum(1), np.ones(len(q))]).astype(np.float32)
+    out = np.empty((len(q), 4), np.float32)
+    out[:, :2] = q
+    out[:, 2] = q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1]
+    out[:, 3] = 1.0
+    return out
 
 
 def _scaled_weights(coef: np.ndarray, dst: np.ndarray, centre: np.ndarray, half: float

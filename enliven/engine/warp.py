@@ -64,8 +64,9 @@ def _box_samples(x0: int, y0: int, width: int, height: int, step: int) -> np.nda
     gw, gh = width // step + 2, height // step + 2
     tx = x0 + (np.arange(-1, gw - 1) + 0.5) * step - 0.5
     ty = y0 + (np.arange(-1, gh - 1) + 0.5) * step - 0.5
-    gx, gy = np.meshgrid(tx, ty)
-    return np.stack([gx.ravel(), gy.ravel()], 1)
+    out = np.empty((gh, gw, 2))
+    out[..., 0], out[..., 1] = tx[None, :], ty[:, None]
+    return out.reshape(-1, 2)
 
 
 def _upsample_box(coarse: np.ndarray, width: int, height: int, step: int) -> np.ndarray:
