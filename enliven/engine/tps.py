@@ -91,16 +91,15 @@ class TpsEvaluator:
         ``fixed_at``: where the fixed control points sit in ``dst`` (rows fixed_at .. fixed_at + K); None
         when this evaluator has none. The result is a buffer this evaluator owns (valid until the next call).
         """
-        n = len(dst)
-        k = 0 if self.fixed is None else len(self.fixed)
-        if (k == 0) != (fixed_at is None):
+        moving = np.ones(len(dst), bool)
+        if (self.fixed is None) != (fixed_at is None):
             raise ValueError("fixed_at is needed exactly when the evaluator has fixed control points")
-        if k and (fixed_at + k > n or not np.array_equal(dst[fixed_at:fixed_at + k], self.fixed)):
-            raise ValueError("dst does not hold this evaluator's fixed control points at fixed_at")
+        if self.fixed is not None and fixed_at is not None:
+            where = slice(fixed_at, fixed_at + len(self.fixed))
+            if not np.array_equal(dst[where], self.fixed):
+                raise ValueError("dst does not hold this evaluator's fixed control points at fixed_at")
+            moving[where] = False
         w, lin = _scaled_weights(coef, dst, self.centre, self.half)
-        moving = np.ones(n, bool)
-        if k:
-            moving[fixed_at:fixed_at + k] = False
         c = (dst[moving] - self.centre) / self.half
         wc = np.concatenate([lin, w[~moving]]).astype(np.float32)
         out = self._out
@@ -136,7 +135,6 @@ class TpsWorkspace:
     def __init__(self) -> None:
         self.d2 = np.empty(0, np.float32)
         self.u = np.empty(0, np.float32)
-        self.ca = np.empty((4, 0), np.float32)
 
     def get(self, rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         if self.d2.size < rows * n:

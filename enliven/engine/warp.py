@@ -1,7 +1,8 @@
 """Dense backward warp from driven landmarks to the source crop: thin-plate spline + mouth interior.
 
-The spline's coefficients are solved in numpy (a small dense system), evaluated on a coarse
-grid with one float32 matmul and upsampled to a full remap table, so no per-pixel Python.
+The spline (tps.py) is solved in float64 (a small dense system) and evaluated in float32 on a
+coarse grid (the border anchors' kernel columns there computed once per photo) and densely in
+the eye and mouth boxes, then upsampled to a full remap table, so no per-pixel Python.
 Control points: the face's warp landmarks, a ring around the head that follows the head's
 rigid motion (hair and neck move with the head), and fixed anchors on the crop border
 (background stays put); the spline fades between ring and border. Inside the eye openings a
