@@ -8,7 +8,8 @@ from enliven.engine.errors import ShapeError
 from enliven.fixtures import demo_output_frames
 from enliven.provenance import attacks
 from enliven.provenance.payload import Payload
-from enliven.provenance.watermark import Watermarker, cell_px_for, detect, embed, watermark_pattern
+from enliven.provenance.watermark import (TILE_CELLS, Watermarker, _expand_tile, cell_px_for, detect, embed,
+                                          embed_delta, watermark_pattern)
 
 FRAMES = 50  # consecutive demo frames per size (2 s of the built-in motion: turning, talking)
 MIN_RECOVERY = 0.95  # fraction of frames whose payload must be recovered after each edit
@@ -153,3 +154,29 @@ def test_payload_survives_edits_offline_photo(edit):
     wm = Watermarker()
     frames = [wm.embed(f) for f in demo_output_frames(256, "photo", 25)]
     assert recovered(EDITS[edit](frames), wm.payload) >= MIN_RECOVERY
+
+
+@pytest.mark.parametrize("size", [(256, 256), (300, 417)])
+def test_embed_adds_the_rounded_luma_change_to_every_channel_with_saturation(size: tuple[int, int]) -> None:
+    """embed writes clip(frame + rint(embed_delta), 0, 255) into R, G and B alike (two saturating uint8 passes),
+    on a frame with black and white areas where the change saturates, whole tiles or not."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    frame[: size[0] // 3] = 0
+    frame[-size[0] // 3:] = 255
+    payload = Payload(11)
+    pattern = watermark_pattern(payload, *size)
+    expected = np.clip(frame.astype(np.int32) + np.rint(embed_delta(frame, pattern))[..., None], 0, 255)
+    np.testing.assert_array_equal(embed(frame, payload, pattern=pattern), expected)
+    inplace = frame.copy()
+    assert embed(inplace, payload, pattern=pattern, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, expected)
+
+
+@pytest.mark.parametrize("size, cell", [((256, 256), 4), ((300, 417), 4), ((1100, 1030), 8)])
+def test_a_per_chip_value_covers_its_cells_in_every_tile(size: tuple[int, int], cell: int) -> None:
+    """_expand_tile (the informed gain per pixel) against np.kron of the tile, tiled over the frame."""
+    chips = np.random.default_rng(4).random((TILE_CELLS, TILE_CELLS)).astype(np.float32)
+    tile = np.kron(chips, np.ones((cell, cell), np.float32))
+    reps = (-(-size[0] // tile.shape[0]), -(-size[1] // tile.shape[1]))
+    np.testing.assert_array_equal(_expand_tile(chips, *size, cell), np.tile(tile, reps)[: size[0], : size[1]])

@@ -179,34 +179,38 @@ class GazeMap:
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size_px), min(y1, self.size_px)
         if x1 - x0 < 2 or y1 - y0 < 2:
             return
-        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-        q = ((np.stack([gx, gy], -1) - mid) @ basis.T - centre) / scale  # source pixels about the iris
-        rho = np.hypot(q[..., 0], q[..., 1])
-        theta = np.arctan2(q[..., 1], q[..., 0])
+        # Per pixel of the box, in source pixels about the iris: q = ((p - mid) @ basis.T - centre) / scale, as
+        # outer sums of the box's columns and rows (the map is written per component: no (h, w, 2) temporaries).
+        xs, ys = np.arange(x0, x1, dtype=np.float64) - mid[0], np.arange(y0, y1, dtype=np.float64) - mid[1]
+        qx = (xs[None, :] * basis[0, 0] + ys[:, None] * basis[0, 1] - centre[0]) / scale[0]
+        qy = (xs[None, :] * basis[1, 0] + ys[:, None] * basis[1, 1] - centre[1]) / scale[1]
+        rho = np.hypot(qx, qy)
+        theta = np.arctan2(qy, qx)
+        cos, sin = np.cos(theta), np.sin(theta)
         r_drv = np.interp(theta, self._angles, reach)
         r_src = np.interp(theta, self._angles, eye.reach)
         # The disc: rigid; clipped to the source's opening (the rows a lid hides repeat the last seen one).
         rho_src = np.clip(rho, 0.0, np.maximum(r_src - 0.5, 0.0))
-        direction = np.stack([np.cos(theta), np.sin(theta)], -1)
         # The white between disc and lids: stretched along the ray, or, as far as the driven opening there is
         # wider than the source's, taken from the nearest ray that shows some white.
         # (The nearest ray's choice, not an interpolation: rays on either side of a lid may lend white from
         # opposite sides, and their average would point back into the lid.)
-        f = smoothstep((r_drv - np.maximum(r_src, eye.radius)) / (0.5 * eye.radius))[..., None]
+        f = smoothstep((r_drv - np.maximum(r_src, eye.radius)) / (0.5 * eye.radius))
         ray = np.rint((theta + np.pi) / (2 * np.pi) * GAZE_RAYS).astype(int)
-        white_dir = (1 - f) * direction + f * eye.white[ray]
-        white_dir /= np.maximum(np.linalg.norm(white_dir, axis=-1, keepdims=True), 1e-9)
-        white_reach = (1 - f[..., 0]) * r_src + f[..., 0] * eye.white_reach[ray]
+        white_x = (1 - f) * cos + f * eye.white[ray, 0]
+        white_y = (1 - f) * sin + f * eye.white[ray, 1]
+        norm = np.maximum(np.hypot(white_x, white_y), 1e-9)
+        white_reach = (1 - f) * r_src + f * eye.white_reach[ray]
         t = (rho - eye.radius) / np.maximum(r_drv - eye.radius, 1e-6)
         white_rho = np.clip(eye.radius + t * (white_reach - eye.radius), 0.0, np.maximum(white_reach - 0.5, 0.0))
         annulus = (rho > eye.radius) & (rho <= r_drv)
         rho_src = np.where(annulus, white_rho, rho_src)
-        direction = np.where(annulus[..., None], white_dir, direction)
         outside = rho > r_drv  # past the lids: past the source's, along the same ray
         rho_src = np.where(outside, r_src + (rho - r_drv), rho_src)
-        direction = np.where(outside[..., None], np.stack([np.cos(theta), np.sin(theta)], -1), direction)
-        sample = eye.centre + (rho_src * direction[..., 0])[..., None] * eye.axis \
-            + (rho_src * direction[..., 1])[..., None] * eye.down
-        alpha = weight * np.clip((r_drv + self._fade_px - rho) / self._fade_px, 0.0, 1.0)[..., None]
+        dir_x = np.where(annulus, white_x / norm, cos)  # disc and outside: along the pixel's own ray
+        dir_y = np.where(annulus, white_y / norm, sin)
+        alpha = weight * np.clip((r_drv + self._fade_px - rho) / self._fade_px, 0.0, 1.0)
         box = table[y0:y1, x0:x1]
-        box += alpha * (sample.astype(np.float32) - box)
+        for k in range(2):
+            sample = eye.centre[k] + rho_src * (dir_x * eye.axis[k] + dir_y * eye.down[k])
+            box[..., k] += alpha * (sample.astype(np.float32) - box[..., k])

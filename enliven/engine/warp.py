@@ -1,7 +1,8 @@
 """Dense backward warp from driven landmarks to the source crop: thin-plate spline + mouth interior.
 
-The spline's coefficients are solved in numpy (a small dense system), evaluated on a coarse
-grid with one float32 matmul and upsampled to a full remap table, so no per-pixel Python.
+The spline (tps.py) is solved in float64 (a small dense system) and evaluated in float32 on a
+coarse grid (the border anchors' kernel columns there computed once per photo) and densely in
+the eye and mouth boxes, then upsampled to a full remap table, so no per-pixel Python.
 Control points: the face's warp landmarks, a ring around the head that follows the head's
 rigid motion (hair and neck move with the head), and fixed anchors on the crop border
 (background stays put); the spline fades between ring and border. Inside the eye openings a
@@ -21,6 +22,7 @@ from .eyelids import eye_frames, gaze_weights, min_lid_gap_px, slide_lids
 from .gaze import GazeMap
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
+from .tps import TpsEvaluator, TpsWorkspace, eval_tps, solve_tps
 
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
 WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
@@ -53,9 +55,8 @@ class WarpConfig:
         return LID_SLIDE_WARP_VERSION if self.lid_slide else WARP_VERSION
 
 
-def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int, height: int,
-                step: int) -> np.ndarray:
-    """The spline over a pixel box, (height, width, 2) float32, sampled every ``step`` pixels.
+def _box_samples(x0: int, y0: int, width: int, height: int, step: int) -> np.ndarray:
+    """Where the spline is sampled for a pixel box: ((height // step + 2) * (width // step + 2), 2) float64.
 
     Sample j of the coarse grid lands on pixel (j + 0.5) * step - 0.5 under cv2.resize's
     pixel-centre rule; one extra sample on each side keeps the box's edges exact, not clamped.
@@ -64,12 +65,18 @@ def _eval_dense(coef: np.ndarray, dst: np.ndarray, x0: int, y0: int, width: int,
     gw, gh = width // step + 2, height // step + 2
     tx = x0 + (np.arange(-1, gw - 1) + 0.5) * step - 0.5
     ty = y0 + (np.arange(-1, gh - 1) + 0.5) * step - 0.5
-    gx, gy = np.meshgrid(tx, ty)
-    coarse = eval_tps(coef, dst, np.stack([gx.ravel(), gy.ravel()], 1)).reshape(gh, gw, 2)
+    out = np.empty((gh, gw, 2))
+    out[..., 0], out[..., 1] = tx[None, :], ty[:, None]
+    return out.reshape(-1, 2)
+
+
+def _upsample_box(coarse: np.ndarray, width: int, height: int, step: int) -> np.ndarray:
+    """The box's pixels (height, width, 2) float32 from its samples (height // step + 2, width // step + 2, 2)."""
     if step == 1:
-        return np.ascontiguousarray(coarse[1:-1, 1:-1])
+        return coarse[1:-1, 1:-1]
+    gh, gw = coarse.shape[:2]
     fine = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(fine[step:step + height, step:step + width])
+    return fine[step:step + height, step:step + width]
 
 
 def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
@@ -87,41 +94,6 @@ def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
         if x1 > x0 and y1 > y0:
             boxes.append((int(x0), int(y0), int(x1), int(y1)))
     return boxes
-
-
-def _tps_kernel(d2: np.ndarray) -> np.ndarray:
-    """Thin-plate radial basis U = r^2 log r^2 from squared distances (0 at r = 0)."""
-    return d2 * np.log(np.maximum(d2, 1e-12))
-
-
-def solve_tps(dst: np.ndarray, src: np.ndarray, regularization: float = 1e-3,
-              release: np.ndarray | None = None) -> np.ndarray:
-    """Coefficients of the 2-D thin-plate spline f with f(dst[i]) ~= src[i].
-
-    Args: dst, src (N, 2) float, pixels; regularization: smoothing relative to the mean kernel value;
-    release: optional (N,) extra smoothing per point, same units (a large value lets point i go:
-    the spline no longer has to pass through it). Returns (N + 3, 2) float64: N kernel weights then
-    the affine part (constant, x, y).
-    """
-    if dst.shape != src.shape or dst.ndim != 2 or dst.shape[1] != 2:
-        raise ShapeError(f"expected two (N, 2) arrays; got {dst.shape} and {src.shape}")
-    n = len(dst)
-    d = dst.astype(np.float64)
-    d2 = ((d[:, None, :] - d[None, :, :]) ** 2).sum(-1)
-    k = _tps_kernel(d2)
-    scale = max(float(np.abs(k).mean()), 1e-9)
-    k[np.diag_indices(n)] += regularization * scale if release is None else (regularization + release) * scale
-    p = np.concatenate([np.ones((n, 1)), d], axis=1)
-    a = np.zeros((n + 3, n + 3))
-    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
-    b = np.zeros((n + 3, 2))
-    b[:n] = src
-    return np.linalg.solve(a, b)
-
-
-def eval_tps(coef: np.ndarray, dst: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Evaluate the spline at ``points`` (M, 2); returns (M, 2) float32 (one-off; see _GridKernel)."""
-    return _GridKernel(points).evaluate(coef, dst)
 
 
 def border_anchors(size_px: int, per_side: int) -> np.ndarray:
@@ -186,10 +158,13 @@ class Warper:
         if self.size_px % cfg.grid_px:
             raise ValueError(f"crop size {self.size_px} must be a multiple of the warp grid {cfg.grid_px}")
         self._cell = self.size_px // cfg.grid_px
-        gw = self.size_px // self._cell + 2  # one extra sample on each side, as in _eval_dense
+        gw = self.size_px // self._cell + 2  # one extra sample on each side, as in _box_samples
         t = (np.arange(-1, gw - 1) + 0.5) * self._cell - 0.5
         gx, gy = np.meshgrid(t, t)
-        self._grid = _GridKernel(np.stack([gx.ravel(), gy.ravel()], 1))
+        # The spline's frame: centred on the crop, unit = half the crop (see tps.py); the border anchors never move.
+        self._frame = (np.full(2, (self.size_px - 1) / 2), self.size_px / 2)
+        self._grid = TpsEvaluator(np.stack([gx.ravel(), gy.ravel()], 1), *self._frame, fixed=self._border)
+        self._detail_work = TpsWorkspace()
         self._fine = np.empty((gw * self._cell, gw * self._cell, 2), np.float32)
         self._detail_step = max(1, self.size_px // 128)
         self._src_all = np.concatenate([self._src_face, self._src_ring, self._border])
@@ -221,6 +196,7 @@ class Warper:
         self._face_canonical = unpose(self.source_points, src_pose)[topo.WARP_POINTS]
         frontal = self._face_canonical @ src_pose.rotation.T
         src_canon = np.linalg.norm(frontal[idx[i], :2] - frontal[idx[j], :2], axis=1)
+        self._pair_offsets = self._face_canonical[idx[i]] - self._face_canonical[idx[j]]  # (P, 3), i minus j
         return idx[i], idx[j], src_canon
 
     def release(self, driven_points: np.ndarray, total: int, pose: Pose | None = None) -> np.ndarray:
@@ -238,13 +214,14 @@ class Warper:
         out = np.zeros(total)
         i, j, src_d = self._fold_pairs
         pose = fit_pose(driven_points, self._canonical) if pose is None else pose
-        posed = self._face_canonical @ pose.rotation.T  # the source face turned like the driven head
-        ratio = np.linalg.norm(posed[i, :2] - posed[j, :2], axis=1) / src_d
+        # The pairs' offsets turned like the driven head (the source face posed so; one matmul for all pairs).
+        turned = self._pair_offsets @ pose.rotation.T
+        ratio = np.hypot(turned[:, 0], turned[:, 1]) / src_d
         folding = ratio < cfg.fold_start
         if not folding.any():
             return out
         i, j, ratio = i[folding], j[folding], ratio[folding]
-        behind = np.where(posed[i, 2] > posed[j, 2], i, j)
+        behind = np.where(turned[folding, 2] > 0, i, j)  # deeper: larger z
         w = np.clip((cfg.fold_start - ratio) / (cfg.fold_start - cfg.fold_end), 0.0, 1.0)
         w = w * w * (3 - 2 * w)
         np.maximum.at(out, behind, w * cfg.fold_release)
@@ -326,54 +303,40 @@ class Warper:
         coef = solve_tps(dst, src, self.config.regularization, self.release(driven_points, len(dst), pose))
         s, cell = self.size_px, self._cell
         gw = s // cell + 2
-        coarse = self._grid.evaluate(coef, dst).reshape(gw, gw, 2)
+        fixed_at = len(self._src_face) + len(self._src_ring)  # dst = face, ring, border, ...
+        coarse = self._grid.evaluate(coef, dst, fixed_at).reshape(gw, gw, 2)
         cv2.resize(coarse, (gw * cell, gw * cell), dst=self._fine, interpolation=cv2.INTER_LINEAR)
         full = self._fine[cell:cell + s, cell:cell + s]  # a view: the crop's pixels of the upsampled grid
-        # Eyes and mouth move by a few pixels over a few pixels (gaze, lids, lips): the coarse grid
-        # would blur that, so there the spline is evaluated densely (every pixel at 128, 2 at 256...).
-        step = self._detail_step
-        for x0, y0, x1, y1 in _detail_boxes(driven_points, s, step):
-            full[y0:y1, x0:x1] = _eval_dense(coef, dst, x0, y0, x1 - x0, y1 - y0, step)
+        self._detail(full, coef, dst, driven_points)
         self._gaze.apply(full, driven_points)
         if self.config.lid_slide:  # after the gaze map: lids slide over the eyeball it holds
             slide_lids(full, eye_frames(driven_points), self._src_eye_frames, min_lid_gap_px(driven_points),
                        self._src_iod, gaze_weights(driven_points, self.source_points))
         return full
 
+    def _detail(self, full: np.ndarray, coef: np.ndarray, dst: np.ndarray, driven_points: np.ndarray) -> None:
+        """Eyes and mouth move by a few pixels over a few pixels (gaze, lids, lips): the coarse grid would
+        blur that, so there the spline is evaluated densely (every pixel at 128, 2 at 256...), into ``full``.
+
+        The three boxes' samples go through the spline in one evaluation.
+        """
+        step = self._detail_step
+        boxes = _detail_boxes(driven_points, self.size_px, step)
+        if not boxes:
+            return
+        samples = [_box_samples(x0, y0, x1 - x0, y1 - y0, step) for x0, y0, x1, y1 in boxes]
+        values = eval_tps(coef, dst, np.concatenate(samples), *self._frame, work=self._detail_work)
+        start = 0
+        for (x0, y0, x1, y1), points in zip(boxes, samples, strict=True):
+            gh, gw = (y1 - y0) // step + 2, (x1 - x0) // step + 2
+            coarse = values[start:start + len(points)].reshape(gh, gw, 2)
+            start += len(points)
+            full[y0:y1, x0:x1] = _upsample_box(coarse, x1 - x0, y1 - y0, step)
+
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
         """The source crop (S, S, 3) uint8 moved to the driven landmarks; returns (S, S, 3) uint8."""
         return cv2.remap(source_crop, self.flow(driven_points), None, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
-
-
-class _GridKernel:
-    """The spline evaluated at a fixed set of points (the coarse grid), with buffers reused per frame.
-
-    The points' squared norms are computed once; per frame only the (M, N) distance/kernel matrix
-    is refilled in place (N = control points, which varies a little with the mouth and irises).
-    The distance matrix is one float32 matmul (|q|^2 + |d|^2 - 2 q.d).
-    """
-
-    def __init__(self, points: np.ndarray) -> None:
-        self.q = np.ascontiguousarray(points, dtype=np.float32)  # (M, 2)
-        self.qq = (self.q * self.q).sum(1)[:, None]  # (M, 1)
-        self._buf = np.empty((len(self.q), 0), np.float32)
-
-    def evaluate(self, coef: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """f(points) as (M, 2) float32 for spline coefficients (N + 3, 2) with centres ``dst`` (N, 2)."""
-        n = len(dst)
-        if self._buf.shape[1] < n:
-            self._buf = np.empty((len(self.q), n + 16), np.float32)
-        d2 = self._buf[:, :n]
-        c = dst.astype(np.float32)
-        np.matmul(self.q, c.T * -2.0, out=d2)
-        d2 += self.qq
-        d2 += (c * c).sum(1)[None, :]
-        np.maximum(d2, 1e-12, out=d2)
-        u = np.log(d2)
-        u *= d2  # U = r^2 log r^2
-        w = coef.astype(np.float32)
-        return u @ w[:n] + w[n] + self.q @ w[n + 1:]
 
 
 def inner_mouth_mask(points: np.ndarray, size_px: int) -> np.ndarray:

@@ -121,37 +121,39 @@ def embed_delta(frame: np.ndarray, pattern: np.ndarray, config: WatermarkConfig 
     scale, tile at the origin) is known here, so each coded bit's and each sync chip's amplitude
     is set so that the host picture's own projection on it is offset: bits the picture already
     pushes the right way get less, bits it pushes the wrong way get more (``gain_range``).
+    Full-frame steps are float32 OpenCV passes (the frame path runs this on every output frame).
     """
     y = luma(frame)
     h, w = y.shape
     cell = cell_px_for(h, w)
     highpass = _highpass(y, cell)
     scale = _residual_scale(highpass, cell)  # local contrast of the detail, + 1
-    mask = np.clip(scale * (1.0 / config.contrast_ref), config.mask_floor, config.mask_ceiling)
-    delta = (config.strength * mask) * pattern
+    mask = np.multiply(scale, np.float32(1.0 / config.contrast_ref))
+    mask = cv2.min(cv2.max(mask, config.mask_floor, dst=mask), config.mask_ceiling, dst=mask)
+    delta = cv2.multiply(mask, pattern, scale=config.strength)
     if config.informed:
-        delta *= _informed_gain(highpass / scale, delta, scale, pattern, cell, config)
+        gain = _informed_gain(cv2.divide(highpass, scale), delta, scale, pattern, cell, config)
+        delta = cv2.multiply(delta, _expand_tile(gain, h, w, cell), dst=delta)
     # PSNR cap on the rounded change (the RGB error equals it: all three channels move by it).
     cap = 255.0 * 10 ** (-config.min_psnr_db / 20)
     for _ in range(2):
-        rms = float(np.sqrt(np.mean(np.square(np.rint(delta)))))
+        rms = cv2.norm(np.rint(delta), cv2.NORM_L2) / np.sqrt(delta.size)
         if rms <= cap:
             break
-        delta *= cap / rms * 0.995
+        delta *= np.float32(cap / rms * 0.995)
     return delta
 
 
 def _informed_gain(r_host: np.ndarray, delta: np.ndarray, scale: np.ndarray, pattern: np.ndarray, cell: int,
                    config: WatermarkConfig) -> np.ndarray:
-    """(H, W) float32 per-pixel gain (constant over each chip's copies) offsetting the host's readout.
+    """(TILE_CELLS, TILE_CELLS) float32 gain per chip of the tile offsetting the host's readout.
 
     Args: r_host, the detector's residual of the unmarked luma; delta, the masked pattern; scale,
         the residual's local contrast (all (H, W) float32).
     """
-    h, w = r_host.shape
     period = TILE_CELLS * cell
     host = _chip_sums(_fold(r_host, period), cell)
-    mark = _chip_sums(_fold(_highpass(delta, cell) / scale, period), cell)
+    mark = _chip_sums(_fold(cv2.divide(_highpass(delta, cell), scale), period), cell)
     tile = (pattern[:period, :period] if pattern.shape[0] >= period and pattern.shape[1] >= period
             else None)
     signs = _tile_signs(pattern, cell, period) if tile is None else tile[::cell, ::cell].reshape(-1)
@@ -168,8 +170,14 @@ def _informed_gain(r_host: np.ndarray, delta: np.ndarray, scale: np.ndarray, pat
     s = LAYOUT.sync_index
     target_s = float(np.mean(mark_s[s]))
     gain[s] = np.clip((target_s - host_s[s]) / np.maximum(mark_s[s], 1e-6 * max(target_s, 1e-6)), lo, hi)
-    g = np.kron(gain.reshape(TILE_CELLS, TILE_CELLS), np.ones((cell, cell), np.float32))
-    return np.tile(g, (-(-h // period), -(-w // period)))[:h, :w]
+    return gain.reshape(TILE_CELLS, TILE_CELLS)
+
+
+def _expand_tile(chips: np.ndarray, height: int, width: int, cell: int) -> np.ndarray:
+    """(height, width) float32: a (TILE_CELLS, TILE_CELLS) per-chip value repeated over its cells and tiles."""
+    tile = np.repeat(np.repeat(chips, cell, axis=0), cell, axis=1)
+    period = TILE_CELLS * cell
+    return cv2.repeat(tile, -(-height // period), -(-width // period))[:height, :width]
 
 
 def _tile_signs(pattern: np.ndarray, cell: int, period: int) -> np.ndarray:
@@ -193,13 +201,15 @@ def embed(frame: np.ndarray, payload: Payload, config: WatermarkConfig = Waterma
         pattern = watermark_pattern(payload, h, w)
     elif pattern.shape != (h, w):
         raise ShapeError(f"expected a ({h}, {w}) pattern for this frame; got {pattern.shape}")
-    delta = np.rint(embed_delta(frame, pattern, config)).astype(np.int16)
-    marked = frame.astype(np.int16)
-    marked += delta[:, :, None]
+    delta = embed_delta(frame, pattern, config)
+    # clip(frame + rint(delta)) as two saturating uint8 passes: a pixel's change is either up or down.
+    # (convertScaleAbs rounds half to even, as np.rint does.)
+    up = cv2.cvtColor(cv2.convertScaleAbs(cv2.max(delta, 0.0)), cv2.COLOR_GRAY2RGB)
+    down = cv2.cvtColor(cv2.convertScaleAbs(cv2.min(delta, 0.0)), cv2.COLOR_GRAY2RGB)
     if out is None:
         out = np.empty_like(frame)
-    np.clip(marked, 0, 255, out=marked)
-    out[...] = marked
+    cv2.add(frame, up, dst=out)
+    cv2.subtract(out, down, dst=out)
     return out
 
 
@@ -261,7 +271,8 @@ def _highpass(y: np.ndarray, cell: float) -> np.ndarray:
 def _residual_scale(highpass: np.ndarray, cell: float) -> np.ndarray:
     """(H, W) float32: 1 + the local RMS of a high-passed luma (window about a tile's quarter)."""
     c = max(int(round(4 * cell)), 5) | 1
-    return np.sqrt(np.maximum(cv2.blur(highpass * highpass, (c, c)), 0.0)) + 1.0
+    power = cv2.blur(cv2.multiply(highpass, highpass), (c, c))
+    return cv2.add(cv2.sqrt(cv2.max(power, 0.0, dst=power), dst=power), 1.0, dst=power)
 
 
 def residual(y: np.ndarray, cell: float) -> np.ndarray:
@@ -274,8 +285,11 @@ def _fold(r: np.ndarray, period: int) -> np.ndarray:
     """(period, period): r summed modulo the period in both axes (tile copies added up)."""
     h, w = r.shape
     ph, pw = -(-h // period) * period, -(-w // period) * period
-    padded = np.zeros((ph, pw), np.float32)
-    padded[:h, :w] = r
+    if (ph, pw) == (h, w):
+        padded = r
+    else:
+        padded = np.zeros((ph, pw), np.float32)
+        padded[:h, :w] = r
     return padded.reshape(ph // period, period, pw // period, period).sum(axis=(0, 2))
 
 
