@@ -55,6 +55,7 @@ ENGINES = (
     Engine("trained, onnxruntime int8", {"precision": "int8"}),
     Engine("trained, onnxruntime fp32, pipelined", {}, pipelined=True),
     Engine("trained, onnxruntime int8, pipelined", {"precision": "int8"}, pipelined=True),
+    Engine("trained, onnxruntime fp32, eye patch", {"eye_patch_weights": "shipped"}),  # 512 only
 )
 
 
@@ -177,6 +178,8 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
     results = []
     for engine in engines:
         for s in sizes:
+            if "eye_patch_weights" in engine.overrides and s != 512:
+                continue  # the patch refiners run on 512 crops
             config = replace(AnimatorConfig(), crop_size_px=s, **engine.overrides)
             r = bench_config(config, frames, engine.pipelined)
             r["engine"] = engine.label

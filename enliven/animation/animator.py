@@ -30,7 +30,7 @@ from ..export.patches import open_patch_runner
 from ..export.runner import open_runner
 
 
-STAGES = ("landmarks", "motion", "warp", "generator", "paste_back")
+STAGES = ("landmarks", "motion", "warp", "generator", "patches", "paste_back")  # "patches": eye/mouth refiners (0 off)
 
 
 @dataclass(frozen=True)
@@ -223,14 +223,15 @@ class Animator:
         t2 = time.perf_counter()
         if self._refiner is not None:
             out = self._refiner.refine(out, driven)
-            if self._patches is not None:
-                out = self._patches.refine(out, driven, self.source.crop, self.source.points)
+        t_refined = time.perf_counter()
+        if self._patches is not None:
+            out = self._patches.refine(out, driven, self.source.crop, self.source.points)
         t3 = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)
         t4 = time.perf_counter()
-        timings.update(motion=(t1 - t0) * 1e3, warp=(t2 - t1) * 1e3, generator=(t3 - t2) * 1e3,
-                       paste_back=(t4 - t3) * 1e3)
+        timings.update(motion=(t1 - t0) * 1e3, warp=(t2 - t1) * 1e3, generator=(t_refined - t2) * 1e3,
+                       patches=(t3 - t_refined) * 1e3, paste_back=(t4 - t3) * 1e3)
         self.last.face_found = points is not None
         self.last.driven_points = driven
         self.last.driver_points = points
