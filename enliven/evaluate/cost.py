@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.refine import DECODER_INPUTS, DECODER_OUTPUTS, Precision
 from ..engine.runtime import Model, OnnxModel, RuntimeConfig, TorchModel
 from ..export.cache import ensure_exported
@@ -47,7 +48,7 @@ def _time_ms(model: Model, feed: dict[str, np.ndarray], iterations: int) -> Perc
 
 
 def generator_cost(model: Refiner, weights: str | None = None, precision: Precision = "fp32",
-                   iterations: int = 200) -> dict[str, Percentiles]:
+                   iterations: int = 200, expected: InputContract = FRAME_PATH_CONTRACT) -> dict[str, Percentiles]:
     """Per-frame decoder time (batch 1) in torch and ONNX Runtime (``precision``), on 1 and 2 threads.
 
     Returns: {"torch_1_thread" | "onnxruntime_<precision>_1_thread" | ..._2_thread: p50/p95 ms}.
@@ -57,7 +58,7 @@ def generator_cost(model: Refiner, weights: str | None = None, precision: Precis
     feed = {"warped": rng.random((1, 3, r, r), np.float32), "drawing": rng.random((1, 3, r, r), np.float32),
             "gate": rng.random((1, 1, r, r), np.float32),
             "code": rng.standard_normal((1, model.config.code_dim)).astype(np.float32)}
-    graphs = ensure_exported(Path(weights) if weights else None, precision)
+    graphs = ensure_exported(Path(weights) if weights else None, precision, expected=expected)
     out: dict[str, Percentiles] = {}
     for n in (1, 2):
         runners: dict[str, Model] = {

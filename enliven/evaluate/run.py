@@ -59,7 +59,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     write_grid(paths.grids_dir / "cross_reenactment.png", cross.grid)
     public = public_grid(clips, cfg.crop_px, runner, rng)
 
-    decoder_cost = generator_cost(model, cfg.weights, cfg.precision)
+    decoder_cost = generator_cost(model, cfg.weights, cfg.precision, expected=contract)
     generator = GeneratorInfo.of(model, cfg.weights, runner.provider, cfg.precision)
     report = build_report(cfg, generator, own, cross, decoder_cost, paths.grids_dir, public)
     # quality v2: blinks, open mouths, colour, stillness (regions.py)
