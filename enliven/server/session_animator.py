@@ -63,6 +63,7 @@ class DebugOptions:
 
 NO_DEBUG = DebugOptions()
 
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """How a server process runs the trained refiner: the same for all its sessions (not a page control)."""
