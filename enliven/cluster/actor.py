@@ -35,7 +35,7 @@ from enliven.server.config import ServerConfig
 from enliven.server.engines import ThreadEngine
 from enliven.server.http_guards import HttpError
 from enliven.server.photos import PhotoCounter
-from enliven.server.session_animator import DebugOptions, EngineSettings, warm_up
+from enliven.server.session_animator import DebugOptions, EngineSettings, InferenceOptions, warm_up
 from enliven.server.sessions import Registry, Session, SessionState
 from enliven.server.stats import FrameStats
 
@@ -112,7 +112,7 @@ class SessionActor:
         # so the image being processed: let that be the built-in photo, never the user's. (The analytic
         # engine runs all of MediaPipe; the trained one's generator adds no such import.)
         await asyncio.to_thread(warm_up, builtin_photo(), ("analytic",))
-        engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug)
+        engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug, InferenceOptions(self.config.precision))
         try:
             # the front door decoded the user's file in its capped child and sent a PNG of its own making
             photo = None if upload is None else await asyncio.to_thread(

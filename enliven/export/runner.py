@@ -28,6 +28,8 @@ def open_runner(weights: str | Path | None = None, backend: Backend = "onnxrunti
     onnxruntime: the graphs are exported once per weights file and precision and cached (see
     ``enliven.export.cache``); torch: the module itself, float32 only.
     ``expected``: the input contract the frame path feeds (the weights must have been trained under it).
+    The runner refines one frame per call, so its graphs have a fixed batch of 1: ONNX Runtime then plans
+    static shapes (int8 decoder on one thread 7.7 -> 6.8 ms on a busy 2-core EPYC; fp32 unchanged).
     Raises: ModelFileError for a missing/corrupt weights file or one trained for another input; ValueError for
     a bad combination.
     """
@@ -43,6 +45,6 @@ def open_runner(weights: str | Path | None = None, backend: Backend = "onnxrunti
                                model.config.resolution_px)
     if backend != "onnxruntime":
         raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {backend!r}")
-    graphs = ensure_exported(Path(weights) if weights else None, precision, expected=expected)
+    graphs = ensure_exported(Path(weights) if weights else None, precision, batch=1, expected=expected)
     cfg = RuntimeConfig(intra_op_threads=threads)
     return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)

@@ -22,7 +22,7 @@ from .decoding import DecodeLimits, Decoder, no_core_dumps
 from .http_guards import RateLimiter, guard
 from .pool import WorkerPool
 from .routes import STATE, ServerState, add_routes
-from .session_animator import warm_up
+from .session_animator import InferenceOptions, warm_up
 from .sessions import Registry
 from .uploads import FORM_OVERHEAD_BYTES
 
@@ -36,6 +36,20 @@ def worker_count(config: ServerConfig) -> int:
     if config.workers is not None:
         return config.workers
     return max(1, min(os.cpu_count() or 1, config.max_sessions))
+
+
+def inference_options(config: ServerConfig, workers: int) -> InferenceOptions:
+    """How the refiners run: the configured precision; with worker processes, the cores shared among them
+    (one ONNX Runtime thread each when there is a worker per core: a second thread per worker only
+    oversubscribes the cores and waits for its partner)."""
+    if workers <= 0:
+        return InferenceOptions(config.precision)
+    return InferenceOptions(config.precision, threads=max(1, usable_cores() // workers))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def cluster_backend(config: ServerConfig) -> SessionBackend:
@@ -67,11 +81,12 @@ def create_app(config: ServerConfig) -> web.Application:
         if backend is not None:  # no Animator runs here: the cluster's nodes hold them
             await backend.start()
         elif workers > 0:
-            pool = WorkerPool(workers)
+            pool = WorkerPool(workers, inference_options(config, workers))
             state.pool = pool
             await pool.start()
         else:  # run MediaPipe once in this process, so the first in-process session starts quickly
-            await asyncio.get_running_loop().run_in_executor(None, warm_up, builtin_photo(), (config.engine,))
+            await asyncio.get_running_loop().run_in_executor(None, warm_up, builtin_photo(), (config.engine,),
+                                                             inference_options(config, 0))
         state.registry.start()
 
     async def on_shutdown(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.engine.errors import EnlivenError
 
-from .config import ClusterConfig, ServerConfig
+from .config import PRECISIONS, ClusterConfig, ServerConfig
 
 logger = logging.getLogger(__name__)
 _DEFAULT = ServerConfig()
@@ -32,6 +32,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "0 = threads inside the server process)")
     p.add_argument("--engine", choices=ENGINES, default=_DEFAULT.engine,
                    help=f"engine of new sessions (default {_DEFAULT.engine}; the page can switch it live)")
+    p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULT.precision,
+                   help=f"of the trained refiner (default {_DEFAULT.precision}: about half the CPU of fp32 for "
+                        "0.04 dB less face PSNR)")
     p.add_argument("--size", type=int, choices=CROP_SIZES_PX, default=_DEFAULT.crop_size_px,
                    help=f"default output size in pixels (default {_DEFAULT.crop_size_px})")
     p.add_argument("--idle-timeout", type=float, default=_DEFAULT.idle_timeout_s, metavar="S",
@@ -94,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             args.cluster, wait_s=args.cluster_wait, gpus_per_session=args.cluster_gpus)
         return ServerConfig(
             host=args.host, port=args.port, max_sessions=args.max_sessions, crop_size_px=args.size,
-            workers=args.workers, engine=args.engine,
+            workers=args.workers, engine=args.engine, precision=args.precision,
             idle_timeout_s=args.idle_timeout, offer_timeout_s=args.offer_timeout,
             connect_timeout_s=args.connect_timeout, heartbeat_timeout_s=args.heartbeat_timeout,
             create_rate_per_min=args.create_rate, create_burst=args.create_burst,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Literal
 
 from enliven.engine.choices import (
     CROP_SIZES_PX,
@@ -13,6 +14,8 @@ from enliven.engine.choices import (
 )
 
 MiB = 2**20
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")  # of the trained refiner's per-frame graph
 CLUSTER_SCHEME = "ray"  # --cluster ray[:ADDRESS]: the only cluster engine so far
 
 
@@ -55,6 +58,8 @@ class ServerConfig:
     engine: EngineName = DEFAULT_ENGINE  # engine of new sessions, one of choices.ENGINES: "trained" (learned
     #                                      refiner) or "analytic" (warp only, faster)
     crop_size_px: int = DEFAULT_CROP_SIZE_PX  # default output size of the animated face, one of choices.CROP_SIZES_PX
+    precision: Precision = "int8"  # of the trained refiner's per-frame graph: int8 takes about half the CPU of
+    #                                fp32 for 0.04 dB face PSNR (benchmarks/QUALITY.md); more sessions per core
     offer_timeout_s: float = 30.0  # a created session must post its offer within this long
     connect_timeout_s: float = 20.0  # after the offer, the data channel must say hello within this long
     idle_timeout_s: float = 60.0  # a connected session with no webcam frame for this long is ended
@@ -105,6 +110,8 @@ class ServerConfig:
             raise ValueError(f"port must be in 0..65535; got {self.port}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}; got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be 0 (in-process threads) or more; got {self.workers}")
         if self.max_sessions < 1:

@@ -40,7 +40,15 @@ from .protocol import (
     RefusedReply,
     Reply,
 )
-from .session_animator import NO_DEBUG, AnimatedImage, DebugOptions, EngineSettings, SessionAnimator
+from .session_animator import (
+    FP32,
+    NO_DEBUG,
+    AnimatedImage,
+    DebugOptions,
+    EngineSettings,
+    InferenceOptions,
+    SessionAnimator,
+)
 from .stats import FrameStats
 from .tracks import InputFrame, NewestSlot, OutputFrame, SlotClosed
 
@@ -148,14 +156,15 @@ class ThreadEngine(SessionEngine):
     """
 
     def __init__(self, name: str, settings: EngineSettings, photos: PhotoCounter,
-                 debug: DebugOptions = NO_DEBUG) -> None:
+                 debug: DebugOptions = NO_DEBUG, inference: InferenceOptions = FP32) -> None:
         super().__init__(name, settings, debug)
         self._photos = photos
+        self._inference = inference
         self._session: SessionAnimator | None = None
 
     def _prepare(self, photo: np.ndarray | None) -> int:
         photo = builtin_photo() if photo is None else np.array(photo)  # a writable copy of its own
-        session = SessionAnimator(photo, self.settings, self.debug)
+        session = SessionAnimator(photo, self.settings, self.debug, self._inference)
         self._photos.track(photo)
         self._session = session
         self.face_count = session.face_count
@@ -288,11 +297,12 @@ class ProcessEngine(SessionEngine):
 
 
 def open_engine(sid: str, settings: EngineSettings, debug: DebugOptions, pool: WorkerPool | None,
-                photos: PhotoCounter) -> SessionEngine:
-    """The engine of a new session: in ``pool``'s worker processes, or in a thread when there is no pool."""
+                photos: PhotoCounter, inference: InferenceOptions = FP32) -> SessionEngine:
+    """The engine of a new session: in ``pool``'s worker processes (they run the refiner as the pool says), or
+    in a thread when there is no pool (as ``inference`` says)."""
     if pool is not None:
         return ProcessEngine(sid, settings, pool, debug)
-    return ThreadEngine(sid, settings, photos, debug)
+    return ThreadEngine(sid, settings, photos, debug, inference)
 
 
 async def animate_newest(engine: SessionEngine, inbox: NewestSlot[InputFrame] | NewestSlot[InputPoints],

@@ -9,6 +9,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .protocol import ProtocolError, QuitRequest, ReadyReply, Reply, Request, StatsReply, StatsRequest, receive, send
+from .session_animator import FP32, InferenceOptions
 from .worker import worker_main
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,12 @@ class WorkerError(RuntimeError):
 class WorkerHandle:
     """One worker process and the pipe to it. ``call`` is blocking: use it from a thread, not the event loop."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, inference: InferenceOptions = FP32) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads and an event loop
         self.conn: Connection
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=worker_main, args=(child,), name=f"enliven-worker-{index}", daemon=True)
+        self.proc = ctx.Process(target=worker_main, args=(child, inference), name=f"enliven-worker-{index}",
+                                daemon=True)
         self.proc.start()
         child.close()
         self.index = index
@@ -93,13 +95,14 @@ class WorkerHandle:
 class WorkerPool:
     """A fixed number of worker processes; each session is pinned to the least-loaded live one."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, inference: InferenceOptions = FP32) -> None:
         self.count = count
+        self.inference = inference  # how the workers run their sessions' refiners
         self.workers: list[WorkerHandle] = []
         self._next_index = 0
 
     def _spawn(self) -> WorkerHandle:
-        handle = WorkerHandle(self._next_index)
+        handle = WorkerHandle(self._next_index, self.inference)
         self._next_index += 1
         return handle
 

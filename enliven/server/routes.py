@@ -43,7 +43,7 @@ from .http_guards import (
 )
 from .ice_policy import IcePolicy
 from .pool import WorkerPool
-from .session_animator import DebugOptions, EngineSettings
+from .session_animator import DebugOptions, EngineSettings, InferenceOptions
 from .sessions import Registry, Session
 from .uploads import decode_upload, prepare_photo, read_body, read_create_form, within_body_timeout
 from .vendor import vendor_file
@@ -165,7 +165,7 @@ async def create_session(request: web.Request) -> web.Response:
         if state.backend is not None:  # placed on a cluster node (503 when no node has a free slot)
             engine = state.backend.open_engine(sid, token, settings, debug)
         else:
-            engine = open_engine(sid, settings, debug, state.pool, registry.photos)
+            engine = open_engine(sid, settings, debug, state.pool, registry.photos, InferenceOptions(config.precision))
         try:
             await prepare_photo(engine, photo)
         except BaseException:

@@ -28,6 +28,7 @@ from enliven.engine.image_io import encode_png
 from enliven.engine.motion import EyesMode, MotionGains, TransferMode
 from enliven.provenance.watermark import Watermarker
 
+from .config import PRECISIONS, Precision
 from .frame_ids import stamp_id
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,24 @@ NO_DEBUG = DebugOptions()
 
 
 @dataclass(frozen=True)
+class InferenceOptions:
+    """How a server process runs the trained refiner: the same for all its sessions (not a page control)."""
+
+    precision: Precision = "fp32"  # of the refiner's per-frame graph (the server's default is int8: see config.py)
+    threads: int | None = None  # ONNX Runtime intra-op threads per session; None: the usable cores, at most 4.
+    #                             With a worker per core, 1: more threads than cores only wait for each other
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None); got {self.threads}")
+
+
+FP32 = InferenceOptions()  # the Animator's own defaults
+
+
+@dataclass(frozen=True)
 class AnimatedImage:
     image: np.ndarray  # (S, S, 3) uint8 RGB, the animated face crop with its disclosure label
     face_found: bool  # the driver's face was seen in this frame
@@ -71,10 +90,12 @@ class AnimatedImage:
     settings: EngineSettings  # the settings the frame was made with (a refused switch keeps the old ones)
 
 
-def animator_config(settings: EngineSettings) -> AnimatorConfig:
-    """The AnimatorConfig of a session: its face crop only, at the session's size, mode, engine and gains."""
+def animator_config(settings: EngineSettings, inference: InferenceOptions = FP32) -> AnimatorConfig:
+    """The AnimatorConfig of a session: its face crop only, at the session's size, mode, engine and gains,
+    its refiner run as ``inference`` says."""
     return AnimatorConfig(crop_size_px=settings.crop_size_px, mode=settings.mode, output="crop",
-                          engine=settings.engine, gains=settings.gains, eyes=settings.eyes)
+                          engine=settings.engine, gains=settings.gains, eyes=settings.eyes,
+                          precision=inference.precision, generator_threads=inference.threads)
 
 
 def preview_png(photo: np.ndarray, max_side_px: int = PREVIEW_MAX_SIDE_PX) -> bytes:
@@ -91,10 +112,13 @@ class SessionAnimator:
     """A session's photo and its Animator. Not thread-safe: one thread (or worker process) per session.
 
     Raises from the constructor: NoFaceError, FaceTooSmallError, ShapeError (the photo is refused).
+    ``inference``: how the refiner runs (the server's --precision, threads per worker).
     """
 
-    def __init__(self, photo: np.ndarray, settings: EngineSettings, debug: DebugOptions = NO_DEBUG) -> None:
-        animator = Animator(animator_config(settings))
+    def __init__(self, photo: np.ndarray, settings: EngineSettings, debug: DebugOptions = NO_DEBUG,
+                 inference: InferenceOptions = FP32) -> None:
+        self.inference = inference
+        animator = Animator(animator_config(settings, inference))
         try:
             source = animator.prepare(photo)
         except BaseException:
@@ -169,7 +193,7 @@ class SessionAnimator:
             raise RuntimeError("the session's photo is gone")
         current = self.settings
         if (new.crop_size_px, new.engine) != (current.crop_size_px, current.engine):
-            animator = Animator(animator_config(new))
+            animator = Animator(animator_config(new, self.inference))
             try:
                 animator.prepare(self._photo)
             except Exception as e:  # e.g. no trained weights: keep animating as before
@@ -203,12 +227,13 @@ class SessionAnimator:
             animator.close()
 
 
-def warm_up(photo: np.ndarray, engines: Iterable[str]) -> None:
+def warm_up(photo: np.ndarray, engines: Iterable[str], inference: InferenceOptions = FP32) -> None:
     """Load MediaPipe and each engine's generator (its ONNX graphs are exported on the first run) before
     users come. A failing engine is logged; sessions asking for it get its error."""
     for engine in engines:
         try:
-            session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=cast(EngineName, engine)))
+            session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=cast(EngineName, engine)),
+                                      inference=inference)
             try:
                 session.frame(np.zeros((480, 640, 3), np.uint8), t_s=0.0)
             finally:

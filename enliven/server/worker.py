@@ -46,7 +46,7 @@ from .protocol import (
     receive,
     send,
 )
-from .session_animator import SessionAnimator, warm_up
+from .session_animator import FP32, InferenceOptions, SessionAnimator, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 class Worker:
     """The sessions of one worker process, by session id; ``handle`` answers one request."""
 
-    def __init__(self) -> None:
+    def __init__(self, inference: InferenceOptions = FP32) -> None:
+        self.inference = inference  # how the refiners of this worker's sessions run
         self.builtin = builtin_photo()  # (H, W, 3) uint8 RGB; each session gets its own copy
         self.sessions: dict[str, SessionAnimator] = {}
         self._photos = PhotoCounter()
@@ -64,7 +65,7 @@ class Worker:
 
     def warm_up(self) -> None:
         """Load MediaPipe and every engine's generator before users come."""
-        warm_up(self.builtin, ENGINES)
+        warm_up(self.builtin, ENGINES, self.inference)
 
     def handle(self, request: Request) -> Reply:
         """The reply to ``request`` (QuitRequest is the caller's: it has no reply)."""
@@ -91,7 +92,7 @@ class Worker:
         else:  # a copy: the request (and its buffer) is dropped once answered
             photo = np.frombuffer(request.rgb, np.uint8).reshape(request.height, request.width, 3).copy()
         try:
-            session = SessionAnimator(photo, request.settings, request.debug)
+            session = SessionAnimator(photo, request.settings, request.debug, self.inference)
         except EnlivenError as e:
             return RefusedReply.of(e)
         self._photos.track(photo)
@@ -123,13 +124,14 @@ class Worker:
             session.close()
 
 
-def worker_main(conn: Connection) -> None:
-    """Entry point of a worker process: serve requests on ``conn`` until QuitRequest or the pipe closes."""
+def worker_main(conn: Connection, inference: InferenceOptions = FP32) -> None:
+    """Entry point of a worker process: serve requests on ``conn`` until QuitRequest or the pipe closes;
+    ``inference``: how its sessions' refiners run."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     harden_process()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = Worker()
+    worker = Worker(inference)
     worker.warm_up()
     send(conn, ReadyReply(os.getpid()))
     while _serve_one(conn, worker):

@@ -10,11 +10,13 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from enliven.engine.choices import CROP_SIZES_PX, ENGINES
+from enliven.server import app
 from enliven.server._jitter import MarkerJitterBuffer
 from enliven.server.cli import add_serve_parser, config_from_args
 from enliven.server.client import read_id, stamp_id
 from enliven.server.config import ServerConfig
 from enliven.server.http_guards import HttpError, RateLimiter
+from enliven.server.session_animator import InferenceOptions
 from enliven.server.signalling import check_offer_sdp
 from enliven.server.tracks import NewestSlot, SlotClosed
 
@@ -190,7 +192,7 @@ def test_config_validation() -> None:
         ServerConfig(engine="gan")
     for bad in ({"trusted_proxies": ("not-a-network",)}, {"ice_peer_networks": ("10.0.0.0/33",)},
                 {"ice_addresses": ("localhost",)}, {"max_session_s": 0}, {"body_timeout_s": -1},
-                {"max_sessions_per_client": 0}, {"max_offer_video": -1}):
+                {"max_sessions_per_client": 0}, {"max_offer_video": -1}, {"precision": "fp16"}):
         with pytest.raises(ValueError):
             ServerConfig(**bad)  # type: ignore[arg-type]
     for size in CROP_SIZES_PX:  # the sizes and engines users may choose are the engine's choices
@@ -222,9 +224,26 @@ def test_serve_subcommand() -> None:
     assert (config.max_sessions_per_client, config.max_session_s) == (3, 600.0)
     assert config.ice_addresses == ("192.168.1.2",) and config.ice_peer_networks == ("192.168.1.0/24",)
     assert config_from_args(parser.parse_args(["serve", "--engine", "analytic"])).engine == "analytic"
-    for bad in (["--size", "300"], ["--engine", "gan"]):
+    assert config_from_args(parser.parse_args(["serve"])).precision == "int8"
+    assert config_from_args(parser.parse_args(["serve", "--precision", "fp32"])).precision == "fp32"
+    for bad in (["--size", "300"], ["--engine", "gan"], ["--precision", "fp16"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", *bad])
+
+
+def test_workers_share_the_cores_among_their_refiners(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker per core runs its refiner on one thread (two would oversubscribe the cores); fewer workers
+    than cores split them; sessions in threads of the server keep the runtime's default."""
+    monkeypatch.setattr(app, "usable_cores", lambda: 4)
+    config = ServerConfig(precision="fp32")
+    assert app.inference_options(config, 4) == InferenceOptions("fp32", threads=1)
+    assert app.inference_options(config, 2) == InferenceOptions("fp32", threads=2)
+    assert app.inference_options(config, 8) == InferenceOptions("fp32", threads=1)
+    assert app.inference_options(ServerConfig(), 0) == InferenceOptions("int8", threads=None)
+    with pytest.raises(ValueError):
+        InferenceOptions("fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        InferenceOptions(threads=0)
 
 
 def test_fps_hint_steps_down_under_overload_and_back_up() -> None:

@@ -30,7 +30,14 @@ from enliven.server.protocol import (
     receive,
     send,
 )
-from enliven.server.session_animator import ECHO_ROWS, DebugOptions, EngineSettings, SessionAnimator
+from enliven.server.session_animator import (
+    ECHO_ROWS,
+    DebugOptions,
+    EngineSettings,
+    InferenceOptions,
+    SessionAnimator,
+    animator_config,
+)
 from enliven.server.worker import Worker
 
 ANALYTIC = EngineSettings(crop_size_px=256, engine="analytic")  # no generator: nothing to export
@@ -144,6 +151,20 @@ def test_worker_answers_each_request(webcam: np.ndarray) -> None:
     gone = worker.handle(FrameRequest("a", 0.1, 480, 640, None, False, i420))
     assert isinstance(gone, ErrorReply) and gone.kind == "gone"
     assert worker.handle(PhotoRequest("a")) == PhotoReply(None)
+
+
+def test_the_workers_inference_options_reach_every_sessions_animator() -> None:
+    """The server's --precision and the worker's thread share become each session's AnimatorConfig, also
+    after a switch of size or engine."""
+    options = InferenceOptions("int8", threads=1)
+    config = animator_config(EngineSettings(engine="trained"), options)
+    assert (config.precision, config.generator_threads, config.engine) == ("int8", 1, "trained")
+    default = animator_config(EngineSettings())
+    assert (default.precision, default.generator_threads) == ("fp32", None), "the Animator's own defaults"
+    worker = Worker(options)
+    assert worker.handle(PrepareRequest("a", ANALYTIC, 0, 0)) == PreparedReply(face_count=1)
+    assert worker.sessions["a"].inference == options
+    worker.close("a")
 
 
 def test_a_refused_switch_keeps_and_reports_the_settings_in_use(astronaut: np.ndarray, webcam: np.ndarray,
