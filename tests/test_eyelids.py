@@ -6,7 +6,7 @@ from enliven.engine import topology as topo
 from enliven.engine.canonical import load_canonical
 from enliven.engine.eyelids import eye_frames
 from enliven.engine.procedural import blink, builtin_center_px, pose_shape
-from enliven.engine.warp import LID_SLIDE_WARP_VERSION, WARP_VERSION, WarpConfig, Warper
+from enliven.engine.warp import LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION, WarpConfig, Warper
 
 
 def _drive(shape: np.ndarray) -> np.ndarray:
@@ -41,13 +41,13 @@ def _column(flow: np.ndarray, frame, src_frame, s: float, ts: np.ndarray) -> np.
 
 
 def test_version_and_default():
-    assert WarpConfig().lid_slide is False and WarpConfig().version == WARP_VERSION
-    assert WarpConfig(lid_slide=True).version == LID_SLIDE_WARP_VERSION != WARP_VERSION
+    assert WarpConfig().lid_slide is True and WarpConfig().version == WARP_VERSION == LID_SLIDE_WARP_VERSION
+    assert WarpConfig(lid_slide=False).version == SQUASH_WARP_VERSION != WARP_VERSION
 
 
 def test_zero_motion_is_untouched(blinking):
     _, src, driven = blinking
-    old = Warper(src, 512).flow(driven[0.0]).copy()
+    old = Warper(src, 512, WarpConfig(lid_slide=False)).flow(driven[0.0]).copy()
     new = Warper(src, 512, WarpConfig(lid_slide=True)).flow(driven[0.0])
     assert np.abs(new - old).max() < 0.05
 
@@ -57,7 +57,7 @@ def test_half_closed_eye_shows_the_eyeball_at_its_own_size(blinking):
     and the row just above the driven lid margin samples the source's lash line."""
     _, src, driven = blinking
     drv = driven[0.5]
-    old = Warper(src, 512).flow(drv).copy()
+    old = Warper(src, 512, WarpConfig(lid_slide=False)).flow(drv).copy()
     new = Warper(src, 512, WarpConfig(lid_slide=True)).flow(drv)
     for d, s in zip(eye_frames(drv), eye_frames(src)):
         up, lo = float(d.at(0.0, "upper")), float(d.at(0.0, "lower"))
@@ -77,7 +77,7 @@ def test_shut_eye_shows_lid_and_lashes_not_the_iris(blinking):
     _, src, driven = blinking
     drv = driven[1.0]
     flow = Warper(src, 512, WarpConfig(lid_slide=True)).flow(drv)
-    old = Warper(src, 512).flow(drv)
+    old = Warper(src, 512, WarpConfig(lid_slide=False)).flow(drv)
     for eye, iris in ((0, topo.RIGHT_IRIS), (1, topo.LEFT_IRIS)):
         d, s = eye_frames(drv)[eye], eye_frames(src)[eye]
         radius = np.linalg.norm(src[iris[1:], :2] - src[iris[0], :2], axis=1).mean()
@@ -111,10 +111,16 @@ def test_weights_must_match_the_sliding_lid_warp():
     from enliven.engine.contract import contract_for
     from enliven.engine.errors import ModelFileError
     from enliven.export.runner import open_runner
+    from enliven.models.generator import shipped_weights_path
 
-    with pytest.raises(ValueError, match="lid_slide"):
-        AnimatorConfig(engine="trained", warp=WarpConfig(lid_slide=True))
-    AnimatorConfig(engine="analytic", warp=WarpConfig(lid_slide=True))
+    for lids in (True, False):  # a refiner ships for each warp
+        AnimatorConfig(engine="trained", warp=WarpConfig(lid_slide=lids))
+    with pytest.raises(ValueError, match="squashing warp"):
+        AnimatorConfig(engine="trained", crop_size_px=512, eye_patch_weights="shipped")
+    AnimatorConfig(engine="trained", crop_size_px=512, eye_patch_weights="shipped", warp=WarpConfig(lid_slide=False))
     for backend in ("torch", "onnxruntime"):
-        with pytest.raises(ModelFileError, match="warp_version"):
-            open_runner(backend=backend, expected=contract_for(LID_SLIDE_WARP_VERSION))
+        for version in (LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION):  # the shipped weights of each warp open
+            assert open_runner(backend=backend, expected=contract_for(version)).resolution_px == 128
+        with pytest.raises(ModelFileError, match="warp_version"):  # weights of one warp refuse the other
+            open_runner(str(shipped_weights_path(warp_version=SQUASH_WARP_VERSION)), backend=backend,
+                        expected=contract_for(LID_SLIDE_WARP_VERSION))

@@ -215,8 +215,16 @@ def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astron
 def test_shipped_weights_carry_the_frame_paths_input_contract() -> None:
     from enliven.engine.contract import FRAME_PATH_CONTRACT
 
+    from enliven.engine.contract import contract_for
+    from enliven.engine.warp import SQUASH_WARP_VERSION
+
     blob = torch.load(gen.shipped_weights_path(), map_location="cpu", weights_only=True)
     assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict()
+    old = gen.shipped_weights_path(warp_version=SQUASH_WARP_VERSION)  # step 7228, for WarpConfig(lid_slide=False)
+    assert old != gen.shipped_weights_path() and old.with_suffix(".sha256").exists()
+    blob = torch.load(old, map_location="cpu", weights_only=True)
+    assert blob["contract"] == contract_for(SQUASH_WARP_VERSION).to_dict() and blob["meta"]["step"] == 7228
+    assert gen.load_generator(expected=contract_for(SQUASH_WARP_VERSION)).config.resolution_px == 128
 
 
 def test_weights_of_another_input_contract_are_refused(tmp_path) -> None:

@@ -149,11 +149,15 @@ def test_shipped_eye_patch_refiner_opens_and_refines(astronaut):
     from enliven.models.patches import load_patch_refiner
 
     assert generator_spec("patch-eye64").weights == "patch_eye64.pt"
-    model = load_patch_refiner(shipped_weights_path("patch-eye64"))
+    from enliven.engine.contract import contract_for
+    from enliven.engine.warp import SQUASH_WARP_VERSION, WarpConfig
+
+    model = load_patch_refiner(shipped_weights_path("patch-eye64"), contract_for(SQUASH_WARP_VERSION))
     assert model.config.side_px == 64
     base = load_canonical().points
     drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)
-    cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped")
+    cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped",
+                         warp=WarpConfig(lid_slide=False))  # the warp it was trained behind
     with Animator(cfg) as anim:
         anim.prepare(astronaut)
         for i in range(31):

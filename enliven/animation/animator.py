@@ -25,7 +25,7 @@ from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, Motio
 from ..engine.patches import PatchRunner
 from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from ..export.patches import open_patch_runner
 from ..export.runner import open_runner
 
@@ -75,9 +75,13 @@ class AnimatorConfig:
         if (self.eye_patch_weights or self.mouth_patch_weights) and (self.engine != "trained"
                                                                       or self.crop_size_px != 512):
             raise ValueError("patch refiners run in the trained engine on 512 crops")
-        if self.engine == "trained" and self.warp.version != WARP_VERSION and self.generator_weights is None:
-            raise ValueError(f"the shipped refiner was trained on warp version {WARP_VERSION}; this warp config is "
-                             f"version {self.warp.version} (lid_slide): use engine='analytic', or generator_weights "
+        if self.eye_patch_weights == "shipped" and self.warp.version != SQUASH_WARP_VERSION:
+            raise ValueError("the shipped eye patch refiner was trained behind the squashing warp (version "
+                             f"{SQUASH_WARP_VERSION}): use it with warp=WarpConfig(lid_slide=False)")
+        if self.engine == "trained" and self.warp.version not in (WARP_VERSION, SQUASH_WARP_VERSION) \
+                and self.generator_weights is None:
+            raise ValueError(f"no shipped refiner was trained on warp version {self.warp.version}; "
+                             "use engine='analytic', or generator_weights "
                              "trained on it")
 
 
@@ -142,7 +146,8 @@ class Animator:
                                             contract_for(cfg.warp.version))
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
             if (cfg.eye_patch_weights or cfg.mouth_patch_weights) and self._patches is None:
-                self._patches = open_patch_runner(cfg.eye_patch_weights, cfg.mouth_patch_weights, cfg.generator_threads)
+                self._patches = open_patch_runner(cfg.eye_patch_weights, cfg.mouth_patch_weights, cfg.generator_threads,
+                                                  contract_for(cfg.warp.version))
         self._reset_motion()
         return self.source
 

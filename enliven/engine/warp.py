@@ -25,8 +25,9 @@ from .runtime import single_thread_blas
 from .tps import TpsEvaluator, TpsWorkspace, eval_tps, solve_tps
 
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
-WARP_VERSION = 4  # bump when a change here alters what the analytic output looks like (weights trained on it)
-LID_SLIDE_WARP_VERSION = 5  # the warp with WarpConfig.lid_slide on (weights must be trained on it; none ship yet)
+WARP_VERSION = 5  # the default warp (sliding lids); bump when a change alters what the analytic output looks like
+LID_SLIDE_WARP_VERSION = WARP_VERSION  # the warp with WarpConfig.lid_slide on (the default since quality v2)
+SQUASH_WARP_VERSION = 4  # WarpConfig(lid_slide=False): a closing eye is squashed (the step-7228 refiner's warp)
 
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
@@ -47,12 +48,12 @@ class WarpConfig:
     fold_release: float = 1.0  # regularization of a fully released point, relative to the mean kernel value
     # Closing lids slide over a still eyeball (eyelids.py) instead of squashing the iris into a slit.
     # Off by default: the shipped refiner was trained on the warp without it (warp version 4).
-    lid_slide: bool = False
+    lid_slide: bool = True
 
     @property
     def version(self) -> int:
         """The analytic warp version this config produces (what a refiner trained on it records)."""
-        return LID_SLIDE_WARP_VERSION if self.lid_slide else WARP_VERSION
+        return LID_SLIDE_WARP_VERSION if self.lid_slide else SQUASH_WARP_VERSION
 
 
 def _box_samples(x0: int, y0: int, width: int, height: int, step: int) -> np.ndarray:

@@ -18,7 +18,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvalConfig(data_dir=str(args.data or ""), cache_dir=str(args.cache or ""), split=args.split,
                      frames_per_clip=args.frames, cross_pairs=args.cross_pairs,
                      weights=str(args.weights) if args.weights else None, grids_dir=str(args.grids or ""),
-                     backend=args.backend, precision=args.precision, lid_slide=args.lid_slide)
+                     backend=args.backend, precision=args.precision, lid_slide=not args.squash_lids)
     report = evaluate(cfg, progress=not args.no_progress)
     md = write_report(report, args.out)
     s, t = report["self_reenactment"]["analytic"], report["self_reenactment"]["trained"]
@@ -46,8 +46,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help=f"where quality.json, report.md and the public grid go (default {DEFAULT_OUT}, from the checkout)")
     p.add_argument("--grids", type=Path, default=None,
                    help="where grids showing val people go (default <cache>/eval, outside the repo)")
-    p.add_argument("--lid-slide", action="store_true",
-                   help="analytic warp with sliding lids (warp version 5; the trained rows add the shipped refiner to it)")
+    p.add_argument("--squash-lids", action="store_true",
+                   help="the warp without sliding lids (version 4; the trained rows use the refiner shipped for it, "
+                        "step 7228, or --weights trained on it)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
     return p

@@ -4,7 +4,7 @@ and a black-and-white copy of it to an open mouth, in each engine setting side b
 Only the public-domain built-in photo appears; the val driver is shown as its landmark drawing, so the
 grid can be committed (the data set's people never enter the repo).
 
-    python -m enliven.evaluate.grids512 --out docs/quality_512.jpg [--weights W.pt --lid-slide]
+    python -m enliven.evaluate.grids512 --out docs/quality_512.jpg [--weights W.pt [--squash-lids]]
 """
 from __future__ import annotations
 
@@ -38,16 +38,19 @@ class Column:
     config: AnimatorConfig
 
 
-def default_columns(weights: str | None = None, lid_slide: bool = False) -> list[Column]:
-    """analytic | trained | trained + eye patch, and the given weights (on their warp) if any."""
+def default_columns(weights: str | None = None, squash_lids: bool = False) -> list[Column]:
+    """analytic | trained (sliding lids, the defaults) | trained and trained + eye patch on the squashing warp
+    (step 7228, the eye patch's warp), and the given weights if any."""
     base = dict(crop_size_px=SIZE_PX, output="crop", blink_seed=0)
+    squash = WarpConfig(lid_slide=False)
     cols = [Column("analytic", AnimatorConfig(engine="analytic", **base)),
             Column("trained", AnimatorConfig(engine="trained", **base)),
-            Column("trained + eye patch", AnimatorConfig(engine="trained", eye_patch_weights="shipped", **base))]
+            Column("squashed lids (7228)", AnimatorConfig(engine="trained", warp=squash, **base)),
+            Column("squashed + eye patch", AnimatorConfig(engine="trained", warp=squash, eye_patch_weights="shipped",
+                                                          **base))]
     if weights:
-        cols.append(Column(Path(weights).stem + (" (sliding lids)" if lid_slide else ""),
-                           AnimatorConfig(engine="trained", generator_weights=weights,
-                                          warp=WarpConfig(lid_slide=lid_slide), **base)))
+        cols.append(Column(Path(weights).stem, AnimatorConfig(engine="trained", generator_weights=weights,
+                                                              warp=WarpConfig(lid_slide=not squash_lids), **base)))
     return cols
 
 
@@ -122,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="image file (.jpg or .png)")
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--weights", default=None, help="another refiner's weights for a last column")
-    ap.add_argument("--lid-slide", action="store_true", help="that column on the sliding-lid warp (version 5)")
+    ap.add_argument("--squash-lids", action="store_true", help="that column on the squashing warp (version 4)")
     ap.add_argument("--scale", type=float, default=0.5, help="scale of the written image")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     clips = build_landmark_cache(a.data or data_root(), cache_root(), ("val",), progress=False)
-    img = grid(clips, default_columns(a.weights, a.lid_slide))
+    img = grid(clips, default_columns(a.weights, a.squash_lids))
     if a.scale != 1:
         img = cv2.resize(img, None, fx=a.scale, fy=a.scale, interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(a.out), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])

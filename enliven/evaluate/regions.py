@@ -222,16 +222,16 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
 
 
 def behaviour_eval(crop_px: int, weights: str | None, backend: str, precision: str,
-                   lid_slide: bool = False) -> dict[str, dict[str, float]]:
+                   lid_slide: bool = True) -> dict[str, dict[str, float]]:
     """``photo_behaviour`` of the built-in photo and motion (every 5th frame at 25 fps) for both engines.
 
-    The trained engine runs the sliding-lid warp only with ``weights`` (the shipped refiner is trained without).
+    Both engines run the warp of ``lid_slide`` (the shipped refiner of that warp, or ``weights``).
     """
     stride, fps = 5, 25.0
     motion = builtin_motion(fps=fps)[::stride]
     out = {}
     for engine in ("analytic", "trained"):
-        warp = WarpConfig(lid_slide=lid_slide and (engine == "analytic" or weights is not None))
+        warp = WarpConfig(lid_slide=lid_slide)
         cfg = AnimatorConfig(crop_size_px=crop_px, output="crop", engine=engine, generator_weights=weights,
                              backend=backend, precision=precision, warp=warp, fps=fps / stride)  # type: ignore[arg-type]
         out[engine] = photo_behaviour(lambda cfg=cfg: Animator(cfg), builtin_photo(), motion, fps / stride)
@@ -239,7 +239,7 @@ def behaviour_eval(crop_px: int, weights: str | None, backend: str, precision: s
 
 
 def report_sections(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None, weights: str | None,
-                    backend: str, precision: str, lid_slide: bool = False,
+                    backend: str, precision: str, lid_slide: bool = True,
                     progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """The report's "regions" (``region_eval``) and "behaviour" (``behaviour_eval``) sections."""
     return {"regions": region_eval(clips, data_dir, crop_px, runner, WarpConfig(lid_slide=lid_slide),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.contract import contract_for
-from ..engine.warp import WARP_VERSION, WarpConfig
+from ..engine.warp import WarpConfig
 from ..export.runner import open_runner
 from ..models.generator import load_generator
 from ..train.cache import build_landmark_cache
@@ -43,10 +43,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.split != "val":
         log.warning("evaluating on split %r: the held-out people are in 'val'", cfg.split)
     clips = build_landmark_cache(paths.data_dir, paths.cache_dir, (cfg.split,), progress=progress)
-    # quality v2: weights must match the warp; the shipped ones (warp 4) are measured on --lid-slide's warp too
-    contract = contract_for(WarpConfig(lid_slide=cfg.lid_slide).version if cfg.weights else WARP_VERSION)
-    if cfg.lid_slide and not cfg.weights:
-        log.warning("--lid-slide with the shipped refiner: its rows add a warp-4 refiner to the warp-5 output")
+    contract = contract_for(WarpConfig(lid_slide=cfg.lid_slide).version)  # the shipped weights of that warp
     model = load_generator(path=Path(cfg.weights) if cfg.weights else None, expected=contract)
     runner = open_runner(cfg.weights, cfg.backend, cfg.precision, expected=contract)
     judges = Judges.load()

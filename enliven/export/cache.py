@@ -81,7 +81,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     """
     from ..models.generator import load_generator, sha256_file, shipped_weights_path
 
-    path = Path(weights) if weights is not None else shipped_weights_path()
+    path = Path(weights) if weights is not None else shipped_weights_path(None, expected.warp_version)
     if not path.is_file():
         raise ModelFileError(f"weights file {path} is missing")
     digest = sha256_file(path)[:16]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
 from .cache import models_dir
@@ -53,10 +54,11 @@ def compare_patch_refiner(model: PatchRefiner, path: Path, batches: tuple[int, .
 
 
 def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path | None,
-                      threads: int | None = None) -> PatchRunner:
+                      threads: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT) -> PatchRunner:
     """A PatchRunner on ONNX Runtime for patch refiner weights files (None: that region is not refined;
     "shipped": the weights shipped with enliven, see models/weights/).
 
+    ``expected``: the frame path's input contract (warp version) the weights must have been trained behind.
     Each file is exported once into the model cache (a folder named by its sha256), checked against torch.
     Raises: ModelFileError for a missing or invalid file; ExportError when the export fails its check.
     """
@@ -69,7 +71,7 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
         path = shipped_weights_path(name) if weights == "shipped" else Path(weights)
         if weights == "shipped":
             check_sha256(path)
-        model = load_patch_refiner(path)
+        model = load_patch_refiner(path, expected)
         graph = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}" / "patch.onnx"
         if not graph.is_file():
             export_patch_refiner(model, graph)

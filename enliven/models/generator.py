@@ -161,6 +161,7 @@ class GeneratorSpec:
     name: str
     config: GeneratorConfig | PatchConfig  # a face refiner's or a patch refiner's architecture
     weights: str | None = None  # file name in models/weights/ (its sha256 beside it, <name>.sha256); None = none
+    weights_by_warp: tuple[tuple[int, str], ...] = ()  # shipped weights for other warp versions: (version, file)
     notes: str = ""
 
 
@@ -173,10 +174,12 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 
 
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
+                       weights_by_warp=((4, "refiner128_warp4.pt"),),  # step 7228, WarpConfig(lid_slide=False)
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
 register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights="patch_eye64.pt",
                        notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
-                             "weights/patch_eye64.md; opt-in: AnimatorConfig(eye_patch_weights='shipped')"))
+                             "weights/patch_eye64.md; opt-in, behind the squashing warp: AnimatorConfig(eye_patch_weights="
+                             "'shipped', warp=WarpConfig(lid_slide=False))"))
 register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
                        notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
 register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bottleneck=8),
@@ -235,15 +238,16 @@ def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None
     return digest
 
 
-def shipped_weights_path(name: str | None = None) -> Path:
-    """Where the shipped weights of generator ``name`` (default: the default one) live in the package.
+def shipped_weights_path(name: str | None = None, warp_version: int | None = None) -> Path:
+    """Where the shipped weights of generator ``name`` (default: the default one) live in the package:
+    those trained on ``warp_version`` where the generator ships some for it, else its default ones.
 
     Raises: ValueError for an unknown name; ModelFileError when that generator ships no weights.
     """
     spec = generator_spec(name or DEFAULT_GENERATOR)
     if spec.weights is None:
         raise ModelFileError(f"generator {spec.name!r} has no shipped weights")
-    return WEIGHTS_DIR / spec.weights
+    return WEIGHTS_DIR / dict(spec.weights_by_warp).get(warp_version, spec.weights)
 
 
 def check_sha256(path: Path) -> None:
@@ -265,7 +269,7 @@ def load_generator(name: str | None = None, path: Path | None = None,
     or was trained under another input contract (or records none).
     """
     if path is None:
-        path = shipped_weights_path(name)
+        path = shipped_weights_path(name, expected.warp_version)
         check_sha256(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
