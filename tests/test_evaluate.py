@@ -64,7 +64,7 @@ def test_evaluate_end_to_end_writes_the_report_and_grids(tmp_path, astronaut, as
                     StaticMesh())
     monkeypatch.setattr(run, "Judges", SimpleNamespace(load=lambda: judges))
     monkeypatch.setattr(run, "open_runner", lambda *args, **kwargs: IdentityRunner())
-    monkeypatch.setattr(run, "generator_cost", lambda *args: {})
+    monkeypatch.setattr(run, "generator_cost", lambda *args, **kwargs: {})
     data_dir = tiny_data_set(tmp_path / "data", astronaut, astronaut_face.landmarks)
     cfg = EvalConfig(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), frames_per_clip=3, flicker_frames=4,
                      cross_pairs=1, grids_dir=str(tmp_path / "grids"))
