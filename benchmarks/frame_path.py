@@ -137,6 +137,8 @@ def batch_throughput(precisions: tuple[str, ...] = ("fp32", "int8"), batches: tu
     import cv2
 
     from enliven.engine.refine import refine_batch
+    from enliven.engine.runtime import OnnxModel, RuntimeConfig
+    from enliven.export.cache import ensure_exported
     from enliven.export.runner import open_runner
     from enliven.export.samples import real_inputs
 
@@ -151,9 +153,11 @@ def batch_throughput(precisions: tuple[str, ...] = ("fp32", "int8"), batches: tu
         runner = open_runner(precision=precision)  # type: ignore[arg-type]
         runner.prepare(crops[0])
         assert runner.code is not None
+        # the per-frame runner's graphs take batch 1; batching streams needs the dynamic-batch export
+        decoder = OnnxModel(ensure_exported(None, precision).decoder, RuntimeConfig())  # type: ignore[arg-type]
         for n in batches:
             codes = np.repeat(runner.code, n, 0)
-            args = (runner.decoder, runner.resolution_px, crops[:n], [points] * n, codes)
+            args = (decoder, runner.resolution_px, crops[:n], [points] * n, codes)
             for _ in range(5):
                 refine_batch(*args)
             ts = []

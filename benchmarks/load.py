@@ -38,7 +38,7 @@ import psutil
 from enliven.fixtures import driving_frames
 from enliven.server.client import LoopbackClient
 
-from .machine import machine_info, write_results_section
+from .machine import machine_info, reference_workload, write_results_section
 from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
@@ -293,7 +293,10 @@ def _write_results_md(record: dict[str, Any], table: str) -> None:
         "encode + client decode, one clock; with face points the page's own landmarker time, ~10-25 ms, is not "
         "included). "
         "CPU % is of one core (200 % = both cores); the server's includes its inference workers. "
-        f"1-minute load average before each run (other work on the machine): {loads}.",
+        f"1-minute load average before each run (other work on the machine): {loads}."
+        + (" Machine reference (`benchmarks.machine.reference_workload`, ms, median, timed before the runs): "
+           + ", ".join(f"{k} {v:g}" for k, v in record["reference_ms"].items()) + "."
+           if record.get("reference_ms") else ""),
         *([f"Note: {record['note']}", ""] if record.get("note") else []),
         table,
         "",
@@ -322,6 +325,8 @@ def run(sessions: tuple[int, ...] = (1, 4), seconds: float = 60.0, fps: float = 
 def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write: bool,
          workers: tuple[int | None, ...], engines: tuple[str, ...], busy_cores: int,
          upstreams: tuple[str, ...] = ("video",), note: str = "") -> list[dict[str, Any]]:
+    reference = reference_workload()  # fixed single-thread kernels: compares machines and busy runs
+    print("machine reference (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
     results = []
     for upstream in upstreams:
         for engine in engines:
@@ -338,7 +343,8 @@ def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write
     if write:
         name = _record_name(upstreams)
         record = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "machine": machine_info(), "source": _source_state(), "note": note, "results": results}
+                  "machine": machine_info(), "reference_ms": reference, "source": _source_state(), "note": note,
+                  "results": results}
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
         _write_results_md(record, table)
