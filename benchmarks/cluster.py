@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -28,10 +27,9 @@ import numpy as np
 import psutil
 
 from .load import WARMUP_S, _debug_state, _run_sessions, _source_state, memory_summary
-from .machine import machine_info, write_results_section
+from .machine import machine_info, write_results_json, write_results_section
 from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
-HERE = Path(__file__).resolve().parent
 MODES = {"single": [], "ray": ["--cluster", "ray"]}  # extra `enliven serve` arguments of each mode
 
 
@@ -129,8 +127,7 @@ def run(sessions: tuple[int, ...], seconds: float, fps: float, engine: str, mode
     if write:
         record = {"benchmark": "cluster", "date": datetime.now(UTC).isoformat(timespec="seconds"),
                   "machine": machine_info(), "ray": ray.__version__, "source": _source_state(), "results": results}
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "cluster.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_results_json("cluster", record)
         _write_results_md(record, table)
     return results
 

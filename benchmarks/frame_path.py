@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
@@ -33,9 +32,8 @@ from enliven.engine.warp import WarpConfig
 from enliven.fixtures import driving_frames
 from enliven.provenance.watermark import Watermarker
 
-from .machine import machine_info, reference_workload, write_results_section
+from .machine import machine_info, reference_line, reference_workload, write_results_json, write_results_section
 
-HERE = Path(__file__).resolve().parent
 WARMUP_FRAMES = 20
 TARGETS = {256: (30.0, 33.0), 512: (20.0, 50.0)}  # trained mode on 2 CPU cores: fps at least, p95 ms at most
 
@@ -180,7 +178,7 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
     so figures from different machines, or from a busy one, can be put side by side.
     """
     before = reference_workload()
-    print("machine reference (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in before.items()), flush=True)
+    print(reference_line(before), flush=True)
     results = []
     for engine in engines:
         for s in sizes:
@@ -195,15 +193,14 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
     batches = batch_throughput()
     after = reference_workload()
     reference = {k: round((before[k] + after[k]) / 2, 4) for k in before}
-    print("machine reference after (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in after.items()), flush=True)
+    print(reference_line(after, "after"), flush=True)
     table, btable = markdown_table(results), batch_table(batches)
     print(table, "", btable, sep="\n")
     if write:
         record = {"benchmark": "frame_path", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "machine": machine_info(), "reference_ms": reference, "results": results,
                   "batch_throughput": batches}
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "frame_path.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_results_json("frame_path", record)
         _write_results_md(record, table, btable)
     return results
 

@@ -36,7 +36,7 @@ import psutil
 
 from enliven.server.client import LoopbackClient, noise_frames
 
-from .machine import machine_info, write_results_section
+from .machine import RESULTS_DIR, machine_info, write_results_json, write_results_section
 from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
@@ -261,8 +261,7 @@ def markdown(figures: dict[str, Any]) -> list[str]:
 
 def _write(record: dict[str, Any]) -> None:
     figures, m = record["figures"], record["machine"]
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "gates.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_results_json("gates", record)
     write_results_section("gates", [
         "## Reliability gates: timings and memory (`python -m benchmarks.gates`)", "",
         f"{record['date']}, {m['cpu']} ({m['cores']} cores), load average before "
@@ -303,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rewrite", action="store_true", help="rewrite RESULTS.md from results/gates.json (no run)")
     a = p.parse_args(argv)
     if a.rewrite:
-        _write(json.loads((HERE / "results" / "gates.json").read_text()))
+        _write(json.loads((RESULTS_DIR / "gates.json").read_text()))
         return 0
     run(a.cycles, a.write)
     return 0

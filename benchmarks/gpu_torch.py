@@ -20,9 +20,8 @@ import torch
 
 from enliven.models.generator import load_generator
 
-from .machine import write_results_section
+from .machine import RESULTS_DIR, write_results_section
 
-HERE = Path(__file__).resolve().parent
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_torch", description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=Path, default=None, help="a packed pair store (enliven.train.pack)")
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "gpu_torch.json")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_torch.json")
     ap.add_argument("--record", type=Path, default=None, help="write RESULTS.md from this JSON record; no run")
     a = ap.parse_args(argv)
     if a.record:

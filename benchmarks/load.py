@@ -38,7 +38,14 @@ import psutil
 from enliven.fixtures import driving_frames
 from enliven.server.client import LoopbackClient
 
-from .machine import machine_info, reference_workload, write_results_section
+from .machine import (
+    RESULTS_DIR,
+    machine_info,
+    reference_line,
+    reference_workload,
+    write_results_json,
+    write_results_section,
+)
 from .server_process import NO_CLIENT_LIMITS, start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
@@ -326,7 +333,7 @@ def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write
          workers: tuple[int | None, ...], engines: tuple[str, ...], busy_cores: int,
          upstreams: tuple[str, ...] = ("video",), note: str = "") -> list[dict[str, Any]]:
     reference = reference_workload()  # fixed single-thread kernels: compares machines and busy runs
-    print("machine reference (ms, median): " + ", ".join(f"{k} {v:.3f}" for k, v in reference.items()), flush=True)
+    print(reference_line(reference), flush=True)
     results = []
     for upstream in upstreams:
         for engine in engines:
@@ -345,8 +352,7 @@ def _run(sessions: tuple[int, ...], seconds: float, fps: float, size: int, write
         record = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
                   "machine": machine_info(), "reference_ms": reference, "source": _source_state(), "note": note,
                   "results": results}
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_results_json(name, record)
         _write_results_md(record, table)
     return results
 
@@ -365,11 +371,10 @@ def _source_state() -> str:
 
 def rewrite(name: str = "load") -> None:
     """Recompute the summary figures of the recorded run from its samples; rewrite JSON and Markdown."""
-    path = HERE / "results" / f"{name}.json"
-    record = json.loads(path.read_text())
+    record = json.loads((RESULTS_DIR / f"{name}.json").read_text())
     for r in record["results"]:
         r.update(memory_summary(r["samples"], r["seconds"]))
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_results_json(name, record)
     table = markdown_table(record["results"])
     print(table)
     _write_results_md(record, table)

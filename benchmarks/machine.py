@@ -1,6 +1,7 @@
 """Machine facts recorded beside every benchmark figure."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 from importlib import metadata
@@ -89,6 +90,21 @@ def reference_workload(repeats: int = 30) -> dict[str, float]:
 
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_DIR = RESULTS_MD.parent / "results"
+
+
+def reference_line(reference: dict[str, float], when: str = "") -> str:
+    """The machine reference as the benchmarks print it: ``machine reference (ms, median): matmul_ms 0.160, ...``."""
+    label = f"machine reference{' ' + when if when else ''} (ms, median): "
+    return label + ", ".join(f"{k} {v:.3f}" for k, v in reference.items())
+
+
+def write_results_json(name: str, record: dict) -> Path:
+    """Write a benchmark's record to ``results/<name>.json``; returns the path."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def write_results_section(name: str, lines: list[str]) -> None:

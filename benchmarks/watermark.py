@@ -9,7 +9,6 @@ motion, analytic engine) as 256 and 512 face crops and as the whole 512x512 phot
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from enliven.fixtures import demo_output_frames
 from enliven.provenance import attacks
 from enliven.provenance.watermark import Watermarker, detect
 
-from .machine import machine_info
+from .machine import machine_info, write_results_json
 
 HERE = Path(__file__).resolve().parent
 WARMUP = 5
@@ -108,8 +107,7 @@ def run(frames: int = 100, write: bool = False) -> list[dict[str, Any]]:
     print(table)
     if write:
         record = {"machine": machine_info(), "warmup": WARMUP, "results": results}
-        (HERE / "results").mkdir(exist_ok=True)
-        (HERE / "results" / "watermark.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_results_json("watermark", record)
         m = record["machine"]
         (HERE / "WATERMARK.md").write_text(
             "# Watermark: cost, invisibility, robustness\n\n"
