@@ -404,3 +404,19 @@ def test_a_run_without_checkpoint_can_start_from_weights(tmp_path) -> None:
     assert fresh.global_step == 7
     for p, q in zip(donor.generator.parameters(), fresh.generator.parameters()):
         torch.testing.assert_close(p, q, atol=2e-3, rtol=1e-3)  # fp16 weights file
+
+
+def test_shipped_weights_of_a_run_follow_its_warp(tmp_path) -> None:
+    """A run on the squashing warp starts from, and ships to, that warp's file, never the default refiner's."""
+    from enliven.engine.warp import SQUASH_WARP_VERSION, WARP_VERSION
+    from enliven.models.generator import WEIGHTS_DIR
+    from enliven.train.loop import _init_from_weights, _shipped_file
+
+    assert _shipped_file("refiner128", WARP_VERSION) == WEIGHTS_DIR / "refiner128.pt"
+    assert _shipped_file("refiner128", SQUASH_WARP_VERSION) == WEIGHTS_DIR / "refiner128_warp4.pt"
+    assert _shipped_file("refiner32-test", WARP_VERSION) == WEIGHTS_DIR / "refiner32-test.pt"  # ships none
+    for warp, step in ((WARP_VERSION, 7328), (SQUASH_WARP_VERSION, 7228)):
+        cfg = dataclasses.replace(TrainConfig(), pairs=dataclasses.replace(ds.PairConfig(), warp_version=warp))
+        trainer = Trainer(cfg, ds.PairDataset(synthetic_store(tmp_path / str(warp), n=4)))
+        _init_from_weights(trainer, "shipped")
+        assert trainer.global_step == step

@@ -30,6 +30,7 @@ from ..models.generator import (
     generator_spec,
     load_generator,
     save_weights,
+    shipped_weights_path,
 )
 from .cache import build_landmark_cache
 from .config import TrainConfig, to_dict
@@ -347,14 +348,21 @@ def _pair_sets(cfg: TrainConfig, progress: bool) -> tuple[PairDataset, PairDatas
     return PairDataset(train_root, cfg.augment), PairDataset(dev_root)
 
 
+def _shipped_file(name: str, warp_version: int) -> Path:
+    """The shipped weights file of generator ``name`` for the warp its run trains on (``<name>.pt`` if none ships)."""
+    return shipped_weights_path(name, warp_version) if generator_spec(name).weights else WEIGHTS_DIR / f"{name}.pt"
+
+
 def _init_from_weights(trainer: Trainer, weights: str) -> None:
-    """Start the generator from a weights file ("shipped" = the committed one) and continue its step count."""
+    """Start the generator from a weights file ("shipped" = the committed one for the run's warp) and continue
+    its step count."""
+    warp = trainer.cfg.pairs.warp_version
     if weights == "shipped":
-        spec = generator_spec(trainer.cfg.model.name)
-        path = WEIGHTS_DIR / (spec.weights or f"{spec.name}.pt")
+        path = _shipped_file(trainer.cfg.model.name, warp)
+        model = load_generator(path=path, expected=contract_for(warp))
     else:
         path = Path(weights).expanduser()
-    model = load_generator(path=path)
+        model = load_generator(path=path)
     trainer.generator.load_state_dict(model.state_dict())
     meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
     trainer.global_step = int(meta.get("step", 0))
@@ -381,8 +389,9 @@ def ship_weights(run_dir: Path, dest: Path | None = None) -> tuple[Path, str, in
     spec = generator_spec(name)
     model = Refiner(spec.config)
     model.load_state_dict(state["generator"])
-    dest = dest or WEIGHTS_DIR / (spec.weights or f"{name}.pt")
+    warp = int(state["config"]["pairs"]["warp_version"])
+    dest = dest or _shipped_file(name, warp)  # a run on the squashing warp ships beside, not over, the default
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = save_weights(model, dest, name, {"step": int(state["step"]), "run": state["config"]["name"]},
-                          contract_for(int(state["config"]["pairs"]["warp_version"])))
+                          contract_for(warp))
     return dest, digest, int(state["step"])
