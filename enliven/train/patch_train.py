@@ -9,10 +9,11 @@ patch at ``mouth_px``, each with its source twin, landmark drawing, gate and val
 as .npy memory maps under ``<cache>/patch_pairs/<digest>/<train|dev>/`` (resumable, clip by clip).
 
 Training: L1 weighted by (0.1 + gate) x valid plus 0.5 x (1 - MS-SSIM), Adam; checkpoints every few
-minutes under ``<runs>/<name>/`` (``checkpoint.pt`` resumes exactly; ``weights_latest.pt`` is a
-weights file for ``models.patches.load_patch_refiner``); a held-out (dev people) L1 in ``log.jsonl``.
+minutes under ``<runs>/<name>/`` (``checkpoint.pt`` resumes exactly; ``weights_latest.pt`` and
+``weights_best.pt``, the best on dev so far, are weights files for ``models.patches.load_patch_refiner``); a held-out (dev people) L1 in ``log.jsonl``.
 
     nice -n 19 python -m enliven.train.patch_train --kind eye   # or --kind mouth; again = resume
+    # pairs on the squashing warp: --warp 4; a new run from other weights: --run NAME --init FILE
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from ..engine.compose import crop_transform
-from ..engine.contract import FRAME_PATH_CONTRACT
+from ..engine.contract import contract_for
 from ..engine.patches import extract, patch_gate, patch_inputs
 from ..engine.refine import (
     DECODER_INPUTS,
@@ -39,6 +40,7 @@ from ..engine.refine import (
     GeneratorRunner,
 )
 from ..engine.runtime import TorchModel
+from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper, WarpConfig
 from ..models.generator import create_generator, load_generator, save_weights
 from .cache import (
     DEFAULT_CACHE_DIR,
@@ -65,9 +67,18 @@ class PatchPairConfig:
     mouth_open_share: float = 0.45  # drivers whose mouth opens wider than the source's
     blink_share: float = 0.4  # drivers with (nearly) closed eyes
     seed: int = 0
+    warp_version: int = WARP_VERSION  # the analytic warp (and the shipped face refiner trained behind it)
 
     def digest(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        d = asdict(self)
+        if d["warp_version"] == SQUASH_WARP_VERSION:
+            del d["warp_version"]  # stores made before the field existed were all on the squashing warp
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def warp_config(self) -> WarpConfig:
+        if self.warp_version not in (WARP_VERSION, SQUASH_WARP_VERSION):
+            raise ValueError(f"warp_version must be {WARP_VERSION} or {SQUASH_WARP_VERSION}; got {self.warp_version}")
+        return WarpConfig(lid_slide=self.warp_version == WARP_VERSION)
 
 
 # --- pairs ---------------------------------------------------------------------------------------------------
@@ -106,7 +117,7 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
     for i, p in enumerate(plans):
         by_clip.setdefault(p.clip, []).append(i)
     clip_ids = sorted(by_clip)
-    face = load_generator()  # the shipped face refiner, run by torch (train sits below export)
+    face = load_generator(expected=contract_for(cfg.warp_version))  # the shipped face refiner of that warp (torch)
     runner = GeneratorRunner(TorchModel(face.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=1),
                              TorchModel(face.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=1),
                              face.config.resolution_px)
@@ -122,7 +133,9 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
             if p.source not in frames or p.driver not in frames:
                 continue
             t = crop_transform(clip.points[p.source], s_px)
-            smp = self_reenact(frames[p.source], clip.points[p.source], frames[p.driver], clip.points[p.driver], t)
+            warper = Warper(t.points_to_crop(clip.points[p.source]), s_px, cfg.warp_config())
+            smp = self_reenact(frames[p.source], clip.points[p.source], frames[p.driver], clip.points[p.driver], t,
+                               warper)
             runner.prepare(smp.source)
             refined = runner.refine(smp.analytic, smp.driven_points)
             for group, kinds in KINDS.items():
@@ -258,11 +271,18 @@ def dev_l1(model: torch.nn.Module, store: PatchStore, count: int = 128) -> dict[
 
 def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads: int = 1,
           data_dir: Path = DEFAULT_DATA_DIR, cache_dir: Path = DEFAULT_CACHE_DIR, minutes_per_checkpoint: float = 5.0,
-          pairs: PatchPairConfig = PatchPairConfig()) -> Path:
-    """Build the pairs if needed, then train (or resume) the ``kind`` ("eye" or "mouth") patch refiner."""
+          pairs: PatchPairConfig = PatchPairConfig(), run: str | None = None, init: Path | None = None) -> Path:
+    """Build the pairs if needed, then train (or resume) the ``kind`` ("eye" or "mouth") patch refiner.
+
+    ``run``: the run folder's name (default: the generator's name, then "-warp<N>" off the default warp);
+    ``init``: a patch weights file to start a new run from (any warp: fine-tuning across warps).
+    """
     torch.set_num_threads(threads)
     name = "patch-eye64" if kind == "eye" else "patch-mouth96"
-    run_dir = Path(cache_dir) / "runs" / name
+    contract = contract_for(pairs.warp_version)
+    if run is None:
+        run = name if pairs.warp_version == WARP_VERSION else f"{name}-warp{pairs.warp_version}"
+    run_dir = Path(cache_dir) / "runs" / run
     run_dir.mkdir(parents=True, exist_ok=True)
     train_store = PatchStore(build_patch_pairs(data_dir, cache_dir, pairs, "train"), kind)
     dev_store = PatchStore(build_patch_pairs(data_dir, cache_dir, pairs, "dev"), kind)
@@ -271,14 +291,22 @@ def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads
     if ckpt.exists():
         trainer.load(ckpt)
         log.info("resumed %s at step %d", ckpt, trainer.step_count)
+    elif init is not None:
+        blob = torch.load(init, map_location="cpu", weights_only=True)  # its own contract is not checked: fine-tuning
+        trainer.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                       for k, v in blob["state_dict"].items()})
+        log.info("started %s from %s", run, init)
     log_file = run_dir / "log.jsonl"
     last = time.monotonic()
     avg = None
+    best = min((json.loads(line)["dev_l1_patch"] for line in log_file.read_text().splitlines()),
+               default=float("inf")) if log_file.exists() else float("inf")
 
     def checkpoint() -> None:
         trainer.save(ckpt)
         save_weights(trainer.model, run_dir / "weights_latest.pt", name,  # type: ignore[arg-type]
-                     {"step": trainer.step_count, "pairs": asdict(pairs)}, FRAME_PATH_CONTRACT)
+                     {"step": trainer.step_count, "pairs": asdict(pairs), "init": str(init) if init else None},
+                     contract)
 
     stop = _Stop()  # SIGTERM / SIGINT: checkpoint, then exit
     try:
@@ -293,6 +321,11 @@ def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads
                 with open(log_file, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 log.info("%s", rec)
+                if rec["dev_l1_patch"] < best:
+                    best = rec["dev_l1_patch"]
+                    save_weights(trainer.model, run_dir / "weights_best.pt", name,  # type: ignore[arg-type]
+                                 {"step": trainer.step_count, "dev_l1_patch": best, "pairs": asdict(pairs),
+                                  "init": str(init) if init else None}, contract)
             if time.monotonic() - last > 60 * minutes_per_checkpoint:
                 checkpoint()
                 last = time.monotonic()
@@ -309,13 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR)
+    ap.add_argument("--warp", type=int, default=WARP_VERSION, choices=(WARP_VERSION, SQUASH_WARP_VERSION),
+                    help="the analytic warp the pairs are made on (and the face refiner behind it)")
+    ap.add_argument("--run", help="run folder name (default: the refiner's name, -warp<N> off the default warp)")
+    ap.add_argument("--init", type=Path, help="patch weights to start a new run from (e.g. one of another warp)")
     ap.add_argument("--pairs-only", action="store_true", help="build the pair stores and stop")
     a = ap.parse_args(argv)
+    pairs = PatchPairConfig(warp_version=a.warp)
     if a.pairs_only:
         for subset in ("train", "dev"):
-            print(build_patch_pairs(a.data, a.cache, PatchPairConfig(), subset))
+            print(build_patch_pairs(a.data, a.cache, pairs, subset))
         return 0
-    print(train(a.kind, a.steps, a.batch, data_dir=a.data, cache_dir=a.cache))
+    print(train(a.kind, a.steps, a.batch, data_dir=a.data, cache_dir=a.cache, pairs=pairs, run=a.run, init=a.init))
     return 0
 
 
