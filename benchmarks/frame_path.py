@@ -28,7 +28,6 @@ import numpy as np
 
 from enliven.animation.animator import STAGES, Animator, AnimatorConfig
 from enliven.engine.defaults import builtin_photo
-from enliven.engine.warp import WarpConfig
 from enliven.fixtures import driving_frames
 from enliven.provenance.watermark import Watermarker
 
@@ -54,8 +53,8 @@ ENGINES = (
     Engine("trained, onnxruntime int8", {"precision": "int8"}),
     Engine("trained, onnxruntime fp32, pipelined", {}, pipelined=True),
     Engine("trained, onnxruntime int8, pipelined", {"precision": "int8"}, pipelined=True),
-    Engine("trained, onnxruntime fp32, squashed lids + eye patch",  # 512 only: the patch's warp and refiner
-           {"eye_patch_weights": "shipped", "warp": WarpConfig(lid_slide=False)}),
+    Engine("trained, onnxruntime fp32, no eye patch",  # 512 only: the default there runs the eye patch refiner
+           {"eye_patch_weights": None}),
 )
 
 

@@ -142,30 +142,55 @@ def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
     assert ys.min() > eyes[:, 1].min() - 60 and ys.max() < eyes[:, 1].max() + 60  # only in the eye patches
 
 
-def test_shipped_eye_patch_refiner_opens_and_refines(astronaut):
-    """The shipped eye patch refiner loads (sha256, contract), exports and changes a closing eye only."""
+@pytest.mark.parametrize("lid_slide", [True, False])
+def test_shipped_eye_patch_refiner_opens_and_refines(astronaut, lid_slide):
+    """The shipped eye patch refiner of each warp loads (sha256, contract), exports and changes a closing eye
+    only; the weights of one warp refuse the other."""
     from enliven.animation.animator import Animator, AnimatorConfig
+    from enliven.engine.contract import contract_for
+    from enliven.engine.errors import ModelFileError
+    from enliven.engine.warp import WarpConfig
     from enliven.models.generator import generator_spec, shipped_weights_path
     from enliven.models.patches import load_patch_refiner
 
     assert generator_spec("patch-eye64").weights == "patch_eye64.pt"
-    from enliven.engine.contract import contract_for
-    from enliven.engine.warp import SQUASH_WARP_VERSION, WarpConfig
-
-    model = load_patch_refiner(shipped_weights_path("patch-eye64"), contract_for(SQUASH_WARP_VERSION))
+    warp = WarpConfig(lid_slide=lid_slide)
+    other = WarpConfig(lid_slide=not lid_slide)
+    path = shipped_weights_path("patch-eye64", warp.version)
+    assert path != shipped_weights_path("patch-eye64", other.version)
+    model = load_patch_refiner(path, contract_for(warp.version))
     assert model.config.side_px == 64
+    with pytest.raises(ModelFileError, match="warp_version"):
+        load_patch_refiner(path, contract_for(other.version))
     base = load_canonical().points
     drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)
-    cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped",
-                         warp=WarpConfig(lid_slide=False))  # the warp it was trained behind
+    cfg = AnimatorConfig(crop_size_px=512, output="crop", engine="trained", eye_patch_weights="shipped", warp=warp)
     with Animator(cfg) as anim:
         anim.prepare(astronaut)
         for i in range(31):
             anim.step_landmarks(drive(base), t=i / 30)
         shut = anim.step_landmarks(drive(blink(base, 0.9)), t=1.1)
-    with Animator(AnimatorConfig(crop_size_px=512, output="crop", engine="trained")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=512, output="crop", engine="trained", warp=warp,
+                                 eye_patch_weights=None)) as anim:
         anim.prepare(astronaut)
         for i in range(31):
             anim.step_landmarks(drive(base), t=i / 30)
         plain = anim.step_landmarks(drive(blink(base, 0.9)), t=1.1)
     assert np.abs(shut.astype(int) - plain).max() > 10
+
+
+def test_the_eye_patch_is_on_by_default_where_it_applies(tmp_path):
+    """"auto" (the default) runs the shipped eye patch on 512 crops of the trained engine with the shipped face
+    refiner, on either warp, and nowhere else; a config moved to 256 by replace() stays valid."""
+    from dataclasses import replace
+
+    from enliven.animation.animator import AnimatorConfig
+    from enliven.engine.warp import WarpConfig
+
+    on = AnimatorConfig(crop_size_px=512, engine="trained")
+    assert on.eye_patch_weights == "auto" and on.eye_patch == "shipped"
+    assert AnimatorConfig(crop_size_px=512, engine="trained", warp=WarpConfig(lid_slide=False)).eye_patch == "shipped"
+    assert replace(on, crop_size_px=256).eye_patch is None
+    assert AnimatorConfig(crop_size_px=512, engine="analytic").eye_patch is None
+    assert AnimatorConfig(crop_size_px=512, engine="trained", generator_weights=str(tmp_path / "w.pt")).eye_patch is None
+    assert AnimatorConfig(crop_size_px=512, engine="trained", eye_patch_weights=None).eye_patch is None

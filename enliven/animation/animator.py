@@ -53,8 +53,9 @@ class AnimatorConfig:
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
-    eye_patch_weights: str | None = None  # eye patch refiner weights ("shipped" or a file; 512 crops, trained
-    # engine): refines closing eyes; None: off
+    eye_patch_weights: str | None = "auto"  # eye patch refiner (refines closing eyes; 512 crops, trained engine):
+    # "auto": the shipped one where it applies (512 crops, trained engine, shipped face refiner), else off;
+    # "shipped", a weights file, or None (off). ``eye_patch`` is what it resolves to.
     mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
 
     def __post_init__(self) -> None:
@@ -72,17 +73,22 @@ class AnimatorConfig:
             object.__setattr__(self, "eyes", EyesMode(self.eyes))
         except ValueError as e:
             raise ValueError(f"eyes must be one of {[m.value for m in EyesMode]}; got {self.eyes!r}") from e
-        if (self.eye_patch_weights or self.mouth_patch_weights) and (self.engine != "trained"
-                                                                      or self.crop_size_px != 512):
+        if (self.eye_patch_weights not in (None, "auto") or self.mouth_patch_weights) and (
+                self.engine != "trained" or self.crop_size_px != 512):
             raise ValueError("patch refiners run in the trained engine on 512 crops")
-        if self.eye_patch_weights == "shipped" and self.warp.version != SQUASH_WARP_VERSION:
-            raise ValueError("the shipped eye patch refiner was trained behind the squashing warp (version "
-                             f"{SQUASH_WARP_VERSION}): use it with warp=WarpConfig(lid_slide=False)")
         if self.engine == "trained" and self.warp.version not in (WARP_VERSION, SQUASH_WARP_VERSION) \
                 and self.generator_weights is None:
             raise ValueError(f"no shipped refiner was trained on warp version {self.warp.version}; "
                              "use engine='analytic', or generator_weights "
                              "trained on it")
+
+    @property
+    def eye_patch(self) -> str | None:
+        """The eye patch refiner this config runs: "shipped", a weights file, or None (off); see eye_patch_weights."""
+        if self.eye_patch_weights != "auto":
+            return self.eye_patch_weights
+        applies = self.engine == "trained" and self.crop_size_px == 512 and self.generator_weights is None
+        return "shipped" if applies else None
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,8 @@ class Animator:
                 self._refiner = open_runner(cfg.generator_weights, cfg.backend, cfg.precision, cfg.generator_threads,
                                             contract_for(cfg.warp.version))
             self._refiner.prepare(face_crop)  # the source encoder runs once per photo
-            if (cfg.eye_patch_weights or cfg.mouth_patch_weights) and self._patches is None:
-                self._patches = open_patch_runner(cfg.eye_patch_weights, cfg.mouth_patch_weights, cfg.generator_threads,
+            if (cfg.eye_patch or cfg.mouth_patch_weights) and self._patches is None:
+                self._patches = open_patch_runner(cfg.eye_patch, cfg.mouth_patch_weights, cfg.generator_threads,
                                                   contract_for(cfg.warp.version))
         self._reset_motion()
         return self.source

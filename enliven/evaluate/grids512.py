@@ -39,15 +39,16 @@ class Column:
 
 
 def default_columns(weights: str | None = None, squash_lids: bool = False) -> list[Column]:
-    """analytic | trained (sliding lids, the defaults) | trained and trained + eye patch on the squashing warp
-    (step 7228, the eye patch's warp), and the given weights if any."""
+    """analytic | trained (the defaults: sliding lids, eye patch) | trained without the eye patch | trained and
+    trained + eye patch on the squashing warp (step 7228 and its eye patch), and the given weights if any."""
     base = dict(crop_size_px=SIZE_PX, output="crop", blink_seed=0)
     squash = WarpConfig(lid_slide=False)
     cols = [Column("analytic", AnimatorConfig(engine="analytic", **base)),
             Column("trained", AnimatorConfig(engine="trained", **base)),
-            Column("squashed lids (7228)", AnimatorConfig(engine="trained", warp=squash, **base)),
-            Column("squashed + eye patch", AnimatorConfig(engine="trained", warp=squash, eye_patch_weights="shipped",
-                                                          **base))]
+            Column("no eye patch", AnimatorConfig(engine="trained", eye_patch_weights=None, **base)),
+            Column("squashed lids (7228)", AnimatorConfig(engine="trained", warp=squash, eye_patch_weights=None,
+                                                          **base)),
+            Column("squashed + eye patch", AnimatorConfig(engine="trained", warp=squash, **base))]
     if weights:
         cols.append(Column(Path(weights).stem, AnimatorConfig(engine="trained", generator_weights=weights,
                                                               warp=WarpConfig(lid_slide=not squash_lids), **base)))

@@ -68,7 +68,7 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
     def one(weights: str | Path | None, name: str) -> tuple[OnnxModel | None, int]:
         if weights is None:
             return None, 0
-        path = shipped_weights_path(name) if weights == "shipped" else Path(weights)
+        path = shipped_weights_path(name, expected.warp_version) if weights == "shipped" else Path(weights)
         if weights == "shipped":
             check_sha256(path)
         model = load_patch_refiner(path, expected)

@@ -177,9 +177,9 @@ register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
                        weights_by_warp=((4, "refiner128_warp4.pt"),),  # step 7228, WarpConfig(lid_slide=False)
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
 register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights="patch_eye64.pt",
+                       weights_by_warp=((4, "patch_eye64_warp4.pt"),),  # behind step 7228, WarpConfig(lid_slide=False)
                        notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
-                             "weights/patch_eye64.md; opt-in, behind the squashing warp: AnimatorConfig(eye_patch_weights="
-                             "'shipped', warp=WarpConfig(lid_slide=False))"))
+                             "weights/patch_eye64.md"))
 register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
                        notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
 register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bottleneck=8),
