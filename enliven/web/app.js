@@ -280,6 +280,7 @@
       if (live === run) stop("The server closed the session.", "error");
     });
     dc.addEventListener("message", (e) => {
+      if (live !== run) return;  // an ended run's last messages (e.g. its stats) must not land in the next run
       run.lastHeard = performance.now();
       let m;
       try { m = JSON.parse(e.data); } catch (err) { return; }
