@@ -13,7 +13,7 @@ from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.server import app
 from enliven.server._jitter import MarkerJitterBuffer
 from enliven.server.cli import add_serve_parser, config_from_args
-from enliven.server.client import read_id, stamp_id
+from enliven.server.client import read_id, stamp_id, top_luma
 from enliven.server.config import ServerConfig
 from enliven.server.http_guards import HttpError, RateLimiter
 from enliven.server.session_animator import InferenceOptions
@@ -85,6 +85,30 @@ def test_frame_id_barcode_round_trip_survives_noise() -> None:
         assert read_id(noisy) == fid
     assert read_id(np.full((256, 256, 3), 128, np.uint8)) is None
     assert read_id(np.zeros((8, 8, 3), np.uint8)) is None
+    assert read_id(np.full((256, 256), 128, np.uint8)) is None
+
+
+def test_frame_id_is_read_from_the_decoded_luma_as_from_rgb() -> None:
+    """The client reads ids from the Y plane of decoded VP8 frames (top_luma): the same ids as from RGB."""
+    import fractions
+
+    import av
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+
+    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    for i, planes in enumerate(_moving_frames(12)):
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+        payloads, timestamp = encoder.encode(frame)
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        (out,) = decoder.decode(JitterFrame(data=data, timestamp=timestamp))
+        assert out.format.name == "yuv420p"
+        luma = top_luma(out, 16)
+        assert luma.shape == (16, 256)
+        assert read_id(luma) == read_id(out.to_ndarray(format="rgb24")) == i
+    rgb = av.VideoFrame.from_ndarray(_moving_frames(1)[0], format="yuv420p").reformat(format="rgb24")
+    assert read_id(top_luma(rgb, 16)) == 0  # other formats: converted to grey first
 
 
 FINGERPRINT = ":".join(["AB"] * 32)
