@@ -423,3 +423,19 @@ def test_lean_vp8_encoder_is_aiortcs_with_two_options_changed(monkeypatch: pytes
     lean.target_bitrate = 1_000_000  # the receiver's REMB: a new encoder is opened, ours again
     _vp8_round_trip(lean, frames[:6])
     assert len(seen) == 3 and seen[2]["cpu-used"] == str(CPU_USED) and lean.codec.bit_rate == 1_000_000
+
+
+@pytest.mark.parametrize("side", [256, 512, 250])
+def test_i420_frame_is_from_ndarrays_frame(side: int) -> None:
+    """The worker's I420 planes as a frame: the same pixels as VideoFrame.from_ndarray (250: padded rows)."""
+    import av
+
+    from enliven.server.engines import i420_frame
+
+    raw = np.random.default_rng(side).integers(0, 256, side * side * 3 // 2, dtype=np.uint8).tobytes()
+    expected = av.VideoFrame.from_ndarray(np.frombuffer(raw, np.uint8).reshape(side * 3 // 2, side), format="yuv420p")
+    got = i420_frame(raw, side)
+    assert got.format.name == "yuv420p" and (got.width, got.height) == (side, side)
+    np.testing.assert_array_equal(got.to_ndarray(), expected.to_ndarray())
+    with pytest.raises(ValueError):
+        i420_frame(raw + b"\0", side)
