@@ -36,8 +36,6 @@ from .frame_ids import ID_BITS, ID_BLOCK_PX, read_id, stamp_id
 from .points import encode_points
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
-
-
 _LUMA_FIRST = ("yuv420p", "yuvj420p", "nv12")  # decoded formats whose first plane is the luma (Y), one byte a pixel
 
 
