@@ -80,25 +80,27 @@ async def _run_sessions(url: str, n: int, seconds: float, fps: float, server: ps
     me = psutil.Process()
     tree: dict[int, psutil.Process] = {}  # the server and its inference workers, kept for cpu_percent deltas
 
-    def sample_tree() -> tuple[float, float, float]:
-        """CPU % (all of them), RSS of the server process, RSS of its workers (MB)."""
+    def sample_tree() -> tuple[float, float, float, float]:
+        """CPU % (all of them), CPU % of the server process alone (aiortc, the data channels, the pipes to the
+        workers, VP8 encoding), RSS of the server process, RSS of its workers (MB)."""
         for child in [server, *server.children(recursive=True)]:
             if child.pid not in tree:
                 tree[child.pid] = child
                 child.cpu_percent(None)
-        cpu, main_rss, workers_rss = 0.0, 0.0, 0.0
+        cpu, main_cpu, main_rss, workers_rss = 0.0, 0.0, 0.0, 0.0
         for pid, p in list(tree.items()):
             try:
-                cpu += p.cpu_percent(None)
+                pct = p.cpu_percent(None)
                 rss = p.memory_info().rss / 2**20
             except psutil.NoSuchProcess:
                 del tree[pid]
                 continue
+            cpu += pct
             if pid == server.pid:
-                main_rss = rss
+                main_cpu, main_rss = pct, rss
             else:
                 workers_rss += rss
-        return cpu, main_rss, workers_rss
+        return cpu, main_cpu, main_rss, workers_rss
 
     sample_tree()
     me.cpu_percent(None)
@@ -111,9 +113,10 @@ async def _run_sessions(url: str, n: int, seconds: float, fps: float, server: ps
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         await asyncio.sleep(1.0)
-        cpu, main_rss, workers_rss = sample_tree()
+        cpu, main_cpu, main_rss, workers_rss = sample_tree()
         samples.append({"t_s": round(time.monotonic() - start, 2),
                         "server_cpu_pct": round(cpu, 1),
+                        "server_main_cpu_pct": round(main_cpu, 1),
                         "server_rss_mb": round(main_rss, 1),
                         "workers_rss_mb": round(workers_rss, 1),
                         "server_threads": server.num_threads(),
@@ -189,6 +192,8 @@ def bench(sessions: int, seconds: float, fps: float, size: int, workers: int | N
         "latency_p95_ms": round(float(np.percentile(all_lat, 95)), 1) if all_lat else None,
         "latency_p99_ms": round(float(np.percentile(all_lat, 99)), 1) if all_lat else None,
         "server_cpu_pct_mean": round(float(np.mean([s["server_cpu_pct"] for s in counted])), 1) if counted else None,
+        "server_main_cpu_pct_mean": round(float(np.mean([s["server_main_cpu_pct"] for s in counted])), 1)
+        if counted else None,
         "client_cpu_pct_mean": round(float(np.mean([s["client_cpu_pct"] for s in counted])), 1) if counted else None,
         **memory_summary(samples, seconds),
         "server_dropped_frames": {"in": sum(s["dropped_in"] + ((s.get("points") or {}).get("replaced", 0))

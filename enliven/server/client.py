@@ -32,10 +32,21 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ._jitter import use_low_latency_jitter_buffer
-from .frame_ids import ID_BITS, read_id, stamp_id
+from .frame_ids import ID_BITS, ID_BLOCK_PX, read_id, stamp_id
 from .points import encode_points
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+_LUMA_FIRST = ("yuv420p", "yuvj420p", "nv12")  # decoded formats whose first plane is the luma (Y), one byte a pixel
+
+
+def top_luma(frame: av.VideoFrame, rows: int) -> np.ndarray:
+    """The top ``rows`` rows of a decoded frame's luma, (rows, W) uint8: a view of its Y plane (aiortc's
+    decoders give yuv420p), so reading a frame id costs no conversion of the whole frame to RGB."""
+    if frame.format.name not in _LUMA_FIRST:
+        return frame.to_ndarray(format="gray")[:rows]
+    plane = frame.planes[0]
+    rows = min(rows, frame.height)
+    return np.frombuffer(plane, np.uint8, rows * plane.line_size).reshape(rows, plane.line_size)[:, :frame.width]
 
 
 class ServerRefused(Exception):
@@ -343,13 +354,12 @@ class LoopbackClient:
             if track.kind == "audio":
                 self.result.audio_frames += 1
                 continue
-            image = frame.to_ndarray(format="rgb24")
-            fid = read_id(image)
+            fid = read_id(top_luma(frame, ID_BLOCK_PX))
             sent = self.track.sent_s.get(fid) if fid is not None else None
             latency = (now - sent) * 1e3 if sent is not None and now >= sent else None
             self.result.received.append(Received(now, fid, latency, frame.width, frame.height))
             if self.keep_every and n % self.keep_every == 0:
-                self.result.kept.append(image)
+                self.result.kept.append(frame.to_ndarray(format="rgb24"))
             n += 1
             self.first_frame.set()
 

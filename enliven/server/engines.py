@@ -59,6 +59,26 @@ T = TypeVar("T")
 MAX_INPUT_PIXELS = 1920 * 1080  # larger webcam frames are scaled down before they go to a worker
 
 
+def i420_frame(i420: bytes, side: int) -> av.VideoFrame:
+    """A yuv420p frame of the planes Y, U, V of a (side, side) image ((side * 3 / 2, side) uint8, C order).
+
+    The planes are copied straight into the frame's buffers: a fifth of the time of
+    ``VideoFrame.from_ndarray`` (about 20 vs 120 us at 256x256), which stays for rows that are padded.
+    """
+    frame = av.VideoFrame(side, side, "yuv420p")
+    if any(plane.line_size != plane.width for plane in frame.planes):
+        return av.VideoFrame.from_ndarray(np.frombuffer(i420, np.uint8).reshape(side * 3 // 2, side), format="yuv420p")
+    data = memoryview(i420)
+    start = 0
+    for plane in frame.planes:
+        end = start + plane.buffer_size
+        plane.update(data[start:end])
+        start = end
+    if start != len(data):
+        raise ValueError(f"{side}x{side} I420 planes are {start} bytes; got {len(data)}")
+    return frame
+
+
 def log_id(session_id: str) -> str:
     """How logs, thread names and /debug/state name a session: the first 8 hex digits of its id's SHA-256
     (never the id itself: it appears in URLs next to the token)."""
@@ -274,9 +294,7 @@ class ProcessEngine(SessionEngine):
         if not isinstance(reply, FrameReply):
             raise _unexpected(reply, what)
         self.settings = reply.settings
-        side = reply.side
-        planes = np.frombuffer(reply.i420, np.uint8).reshape(side * 3 // 2, side)
-        out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        out = i420_frame(reply.i420, reply.side)
         return OutputFrame(out, item.arrived_s, time.monotonic(), reply.step_ms, reply.face_found)
 
     async def photo_png(self) -> bytes | None:

@@ -20,12 +20,17 @@ def stamp_id(image: np.ndarray, frame_id: int) -> None:
 
 
 def read_id(image: np.ndarray) -> int | None:
-    """The frame id stamped by ``stamp_id`` into ``image`` ((H, W, 3) uint8), or None if there is none."""
+    """The frame id stamped by ``stamp_id`` into ``image``, or None if there is none.
+
+    ``image``: (H, W, 3) uint8 RGB, or (H, W) uint8 luma (a decoded frame's Y plane, where the blocks
+    are about 16 and 235: no conversion to RGB needed); only its top ID_BLOCK_PX rows are read.
+    """
     b = ID_BLOCK_PX
     n = ID_BITS + len(_GUARDS)
     if image.shape[0] < b or image.shape[1] < n * b:
         return None
-    strip = image[b // 4:b - b // 4, :n * b].astype(np.float32).mean(axis=(0, 2))  # (n * b,)
+    rows = image[b // 4:b - b // 4, :n * b].astype(np.float32)
+    strip = rows.mean(axis=(0, 2) if rows.ndim == 3 else 0)  # (n * b,)
     levels = strip.reshape(n, b)[:, b // 4:b - b // 4].mean(axis=1)
     bits = levels > 127
     if any(abs(float(v) - 127) < 40 for v in levels) or tuple(int(x) for x in bits[ID_BITS:]) != _GUARDS:

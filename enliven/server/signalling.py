@@ -3,6 +3,7 @@
     POST /api/sessions/{id}/offer {"type": "offer", "sdp"} --> parse_offer --> check_offer_sdp
         --> answer: RTCPeerConnection (video: VP8 only), setRemoteDescription of the checked SDP
             --> ICE restricted (ice_policy.py), data-channel reassembly capped (_aiortc_guards.py)
+            --> the animated video's VP8 encoder: aiortc's, cheaper for rendered frames (_vp8.py)
             --> on "track": the webcam is drained into the session's inbox (its decoder queue bounded) and
                 animated (engines.animate_newest) into the AnimatedTrack sent back; the microphone is
                 drained into a DelayedAudioTrack sent back; on "datachannel": channel.py
@@ -35,6 +36,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from . import channel, upstream
 from ._aiortc_guards import bound_decoder_queue, cap_sctp_reassembly
 from ._jitter import use_low_latency_jitter_buffer
+from ._vp8 import use_lean_vp8_encoder
 from .config import ServerConfig
 from .engines import animate_newest
 from .http_guards import HttpError
@@ -179,6 +181,9 @@ async def answer(session: Session, offer: CheckedOffer, registry: Registry,
         await asyncio.wait_for(pc.setLocalDescription(local), SDP_SETUP_TIMEOUT_S)
         if not any(t.sender.track is not None and t.kind == "video" for t in pc.getTransceivers()):
             raise ValueError("no video codec in common")
+        for t in pc.getTransceivers():
+            if t.kind == "video" and t.sender.track is not None and not use_lean_vp8_encoder(t):
+                _warn_once("the VP8 encoder cannot be replaced (aiortc's settings: more CPU per frame)")
     except asyncio.CancelledError:
         raise
     except IcePolicyError as e:

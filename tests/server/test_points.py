@@ -85,6 +85,38 @@ def test_bad_messages_are_refused_with_their_reason(make, code: str) -> None:
     assert e.value.code == code
 
 
+@pytest.mark.parametrize("column, value, taken", [
+    (0, -8192, True), (0, -8193, False),  # x: half a frame left of the frame, and one unit more
+    (1, 24576, True), (1, 24577, False),  # y: half a frame below
+    (2, -16384, True), (2, -16385, False), (2, 16384, True), (2, 16385, False),  # z: one frame width
+    (2, -32768, False),  # the int16 whose absolute value does not fit an int16
+])
+def test_the_frames_limits_hold_to_the_unit(column: int, value: int, taken: bool) -> None:
+    q = np.rint(_face() / [640, 480, 640] * 2**14).astype("<i2")
+    q[5, column] = value
+    data = HEADER.pack(1, 1, NUM_POINTS, 1, 0.0, 640, 480) + q.tobytes()
+    if taken:
+        pts = decode_points(data).points
+        assert pts is not None
+        np.testing.assert_array_equal(pts, (q / 2**14 * [640, 480, 640]).astype(np.float32))
+    else:
+        with pytest.raises(PointsError) as e:
+            decode_points(data)
+        assert e.value.code == "out_of_frame"
+
+
+def test_a_face_just_under_the_smallest_size_is_no_face() -> None:
+    q = np.zeros((NUM_POINTS, 3), "<i2")
+    q[:, :2] = 8192
+    q[1, :2] = 8192 + 205  # 205 units of a 640 x 640 frame: 8.0 px; 204 units: 7.97 px
+    data = HEADER.pack(1, 1, NUM_POINTS, 1, 0.0, 640, 640) + q.tobytes()
+    assert decode_points(data).points is not None
+    q[1, 0] = 8192 + 204
+    with pytest.raises(PointsError) as e:
+        decode_points(HEADER.pack(1, 1, NUM_POINTS, 1, 0.0, 640, 640) + q.tobytes())
+    assert e.value.code == "degenerate"
+
+
 def test_encoder_refuses_what_the_format_cannot_carry() -> None:
     with pytest.raises(ValueError):
         encode_points(0, 0.0, 640, 480, np.full((NUM_POINTS, 3), np.nan))

@@ -121,12 +121,13 @@ def test_d1_no_known_vulnerabilities_where_pip_audit_runs() -> None:
 
 
 def test_aiortc_internals_are_as_the_guards_expect() -> None:
-    """On a real peer connection: ICE restricted, decoder queue bounded, SCTP capped, jitter buffer swapped.
-    A new aiortc/aioice that changes these fails here, not silently in production."""
+    """On a real peer connection: ICE restricted, decoder queue bounded, SCTP capped, jitter buffer and VP8
+    encoder swapped. A new aiortc/aioice that changes these fails here, not silently in production."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from enliven.server._aiortc_guards import BoundedDecoderQueue, bound_decoder_queue, cap_sctp_reassembly
     from enliven.server._jitter import use_low_latency_jitter_buffer
+    from enliven.server._vp8 import LeanVp8Encoder, use_lean_vp8_encoder
     from enliven.server.config import ServerConfig
     from enliven.server.ice_policy import IcePolicy, _ice_connections
     from enliven.server.signalling import check_offer_sdp
@@ -148,6 +149,9 @@ def test_aiortc_internals_are_as_the_guards_expect() -> None:
             assert isinstance(receivers[0]._RTCRtpReceiver__decoder_queue, BoundedDecoderQueue)
             assert cap_sctp_reassembly(pc.sctp, config.max_channel_message_bytes, 16, lambda why: None)
             await pc.setLocalDescription(await pc.createAnswer())
+            video = [t for t in pc.getTransceivers() if t.kind == "video"]
+            assert video and use_lean_vp8_encoder(video[0])
+            assert isinstance(video[0].sender._RTCRtpSender__encoder, LeanVp8Encoder)
             hosts = {c.host for conn in _ice_connections(pc) for c in conn.local_candidates}
             assert hosts == {"127.0.0.1"}, hosts
             protocols = [p for conn in _ice_connections(pc) for p in conn._protocols]

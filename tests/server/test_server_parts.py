@@ -13,7 +13,7 @@ from enliven.engine.choices import CROP_SIZES_PX, ENGINES
 from enliven.server import app
 from enliven.server._jitter import MarkerJitterBuffer
 from enliven.server.cli import add_serve_parser, config_from_args
-from enliven.server.client import read_id, stamp_id
+from enliven.server.client import read_id, stamp_id, top_luma
 from enliven.server.config import ServerConfig
 from enliven.server.http_guards import HttpError, RateLimiter
 from enliven.server.session_animator import InferenceOptions
@@ -85,6 +85,30 @@ def test_frame_id_barcode_round_trip_survives_noise() -> None:
         assert read_id(noisy) == fid
     assert read_id(np.full((256, 256, 3), 128, np.uint8)) is None
     assert read_id(np.zeros((8, 8, 3), np.uint8)) is None
+    assert read_id(np.full((256, 256), 128, np.uint8)) is None
+
+
+def test_frame_id_is_read_from_the_decoded_luma_as_from_rgb() -> None:
+    """The client reads ids from the Y plane of decoded VP8 frames (top_luma): the same ids as from RGB."""
+    import fractions
+
+    import av
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+
+    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    for i, planes in enumerate(_moving_frames(12)):
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+        payloads, timestamp = encoder.encode(frame)
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        (out,) = decoder.decode(JitterFrame(data=data, timestamp=timestamp))
+        assert out.format.name == "yuv420p"
+        luma = top_luma(out, 16)
+        assert luma.shape == (16, 256)
+        assert read_id(luma) == read_id(out.to_ndarray(format="rgb24")) == i
+    rgb = av.VideoFrame.from_ndarray(_moving_frames(1)[0], format="yuv420p").reformat(format="rgb24")
+    assert read_id(top_luma(rgb, 16)) == 0  # other formats: converted to grey first
 
 
 FINGERPRINT = ":".join(["AB"] * 32)
@@ -308,3 +332,110 @@ def test_microphone_is_held_back_as_long_as_the_video_path() -> None:
     assert waited >= 0.12  # the first sound waited as long as the video does
     assert pts == sorted(pts) and len(set(pts)) == len(pts)  # order kept, nothing repeated
     assert burst >= 3
+
+
+def _moving_frames(count: int, side: int = 256) -> list[np.ndarray]:
+    """A rendered-looking test clip: smooth gradients, a moving disc, a frame-id barcode. (side, side) I420."""
+    import av
+
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    frames = []
+    for i in range(count):
+        img = np.stack([xx / side * 200 + 20, yy / side * 180 + 30, (xx + yy) / (2 * side) * 150 + 50], -1)
+        disc = (xx - 80 - 3 * i) ** 2 + (yy - 128 - 2 * i) ** 2 < 40 ** 2
+        img[disc] = (230, 180, 150)
+        rgb = np.ascontiguousarray(img.astype(np.uint8))
+        stamp_id(rgb, i)
+        frames.append(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray())
+    return frames
+
+
+def _vp8_round_trip(encoder: object, frames: list[np.ndarray]) -> float:
+    """Mean PSNR (dB) of ``frames`` encoded by ``encoder`` (an aiortc Encoder) and decoded by aiortc's decoder."""
+    import fractions
+
+    import av
+    from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+
+    decoder = Vp8Decoder()
+    psnr = []
+    for i, planes in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+        payloads, timestamp = encoder.encode(frame, i == 0)  # type: ignore[attr-defined]
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        for out in decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
+            mse = float(((out.to_ndarray().astype(np.float64) - planes) ** 2).mean())
+            psnr.append(10 * np.log10(255 ** 2 / max(mse, 1e-6)))
+    assert len(psnr) == len(frames)
+    return float(np.mean(psnr[5:]))
+
+
+class _Recorded:
+    """A libvpx codec context that remembers the options it was given (they are consumed when it opens)."""
+
+    def __init__(self, codec: object, seen: list[dict[str, str]]) -> None:
+        object.__setattr__(self, "_codec", codec)
+        object.__setattr__(self, "_seen", seen)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._codec, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "options":
+            self._seen.append(dict(value))  # type: ignore[call-overload]
+        setattr(self._codec, name, value)
+
+
+def test_lean_vp8_encoder_is_aiortcs_with_two_options_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LeanVp8Encoder opens libvpx as aiortc does but without the denoiser and at cpu-used -12, also after
+    a bit-rate change; its stream decodes with aiortc's decoder at least as well as aiortc's own does."""
+    import av
+    from aiortc.codecs import vpx
+
+    from enliven.server import _vp8
+    from enliven.server._vp8 import CPU_USED, NOISE_SENSITIVITY, LeanVp8Encoder
+
+    seen: list[dict[str, str]] = []
+    create = av.CodecContext.create
+
+    class Av:  # the av module as aiortc's vpx.py and _vp8.py see it: codec contexts that remember their options
+        class CodecContext:
+            @staticmethod
+            def create(*args: object) -> object:
+                return _Recorded(create(*args), seen)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(av, name)
+
+    monkeypatch.setattr(vpx, "av", Av())
+    monkeypatch.setattr(_vp8, "av", Av())
+    frames = _moving_frames(30)
+    stock_db = _vp8_round_trip(vpx.Vp8Encoder(), frames)
+    lean = LeanVp8Encoder()
+    lean_db = _vp8_round_trip(lean, frames)
+    assert len(seen) == 2  # one each: aiortc's encode did not open another for the lean encoder
+    stock, ours = seen
+    assert stock["cpu-used"] == "-6" and stock["noise-sensitivity"] == "4"  # aiortc 1.16's
+    assert ours == {**stock, "cpu-used": str(CPU_USED), "noise-sensitivity": str(NOISE_SENSITIVITY)}
+    assert lean_db >= stock_db - 0.5, (lean_db, stock_db)
+    lean.target_bitrate = 1_000_000  # the receiver's REMB: a new encoder is opened, ours again
+    _vp8_round_trip(lean, frames[:6])
+    assert len(seen) == 3 and seen[2]["cpu-used"] == str(CPU_USED) and lean.codec.bit_rate == 1_000_000
+
+
+@pytest.mark.parametrize("side", [256, 512, 250])
+def test_i420_frame_is_from_ndarrays_frame(side: int) -> None:
+    """The worker's I420 planes as a frame: the same pixels as VideoFrame.from_ndarray (250: padded rows)."""
+    import av
+
+    from enliven.server.engines import i420_frame
+
+    raw = np.random.default_rng(side).integers(0, 256, side * side * 3 // 2, dtype=np.uint8).tobytes()
+    expected = av.VideoFrame.from_ndarray(np.frombuffer(raw, np.uint8).reshape(side * 3 // 2, side), format="yuv420p")
+    got = i420_frame(raw, side)
+    assert got.format.name == "yuv420p" and (got.width, got.height) == (side, side)
+    np.testing.assert_array_equal(got.to_ndarray(), expected.to_ndarray())
+    with pytest.raises(ValueError):
+        i420_frame(raw + b"\0", side)
