@@ -33,6 +33,7 @@ LID_BAND = 0.45  # the lid skin re-laid evenly: this fraction of the way from th
 LOWER_BAND = 0.5  # ... and below the lower lid, this many source lid gaps
 LASH_IOD = 0.02  # thickness of the lash line under the upper lid's landmarks, interocular distances
 CORNER_TAPER = 0.15  # the correction fades out over this fraction of the half length at each corner
+_COLUMNS = np.linspace(-1, 1, 17)  # where a closing eye is looked for: positions along the eye, half lengths
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def eye_frames(points: np.ndarray) -> list[EyeFrame]:
 
 
 def _ramp(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0.0, 1.0)
+    return np.minimum(np.maximum(x, 0.0), 1.0)  # np.clip, without its ~4 us of Python dispatch
 
 
 def _smooth(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
+    x = _ramp(x)
     return x * x * (3 - 2 * x)
 
 
@@ -135,7 +136,7 @@ def slide_lids(flow: np.ndarray, driven: list[EyeFrame], source: list[EyeFrame],
     for d, s, g in zip(driven, source, gaze):
         k = s.half_length / d.half_length  # source pixels per driven pixel
         # The box of the eye's columns: corner to corner, band top to band bottom.
-        ss = np.linspace(-1, 1, 17)
+        ss = _COLUMNS
         up, lo, br = d.at(ss, "upper"), d.at(ss, "lower"), d.at(ss, "brow")
         gap_s = np.maximum(s.at(ss, "lower") - s.at(ss, "upper"), 0.0)
         if np.all(k * (lo - up) >= gap_s - 1e-6):

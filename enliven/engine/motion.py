@@ -108,6 +108,27 @@ class FaceState:
         pose = fit_pose(points, canonical)
         return cls(pose, unpose(points, pose))
 
+    # Measures of the shape, computed once per state: a driver's reference and the source are read every frame.
+    @functools.cached_property
+    def gaze(self) -> np.ndarray:
+        """topology.gaze of the shape: (2,) float64, eye widths."""
+        return topo.gaze(self.shape)
+
+    @functools.cached_property
+    def eye_gazes(self) -> np.ndarray:
+        """topology.eye_gazes of the shape: (2, 2) float64, eye widths."""
+        return topo.eye_gazes(self.shape)
+
+    @functools.cached_property
+    def eye_opening(self) -> tuple[float, float]:
+        """topology.eye_opening of the shape (right, left), interocular distances."""
+        return topo.eye_opening(self.shape)
+
+    @functools.cached_property
+    def mouth_opening(self) -> float:
+        """topology.mouth_opening of the shape, interocular distances."""
+        return topo.mouth_opening(self.shape)
+
 
 @dataclass(frozen=True)
 class Motion:
@@ -144,7 +165,7 @@ def measure_motion(now: FaceState, reference: FaceState) -> Motion:
         shift=(now.pose.translation - reference.pose.translation) / reference.pose.scale,
         expression=now.shape - reference.shape,
         absolute_rotation=_rotvec(now.pose.rotation),
-        gaze=topo.gaze(now.shape) - topo.gaze(reference.shape),
+        gaze=now.gaze - reference.gaze,
     )
 
 
@@ -154,7 +175,7 @@ def gaze_reliability(now: FaceState, reference: FaceState) -> float:
     MediaPipe's irises of closing eyes wander: below about half the reference's lid opening the gaze
     is not used (the caller holds the last trusted one), above two thirds fully.
     """
-    ratio = sum(topo.eye_opening(now.shape)) / max(sum(topo.eye_opening(reference.shape)), 1e-6)
+    ratio = sum(now.eye_opening) / max(sum(reference.eye_opening), 1e-6)
     w = min(max((ratio - 0.4) / 0.3, 0.0), 1.0)
     return w * w * (3 - 2 * w)
 
@@ -287,15 +308,16 @@ _LIP_POINTS = np.unique(np.concatenate([topo.LIPS_OUTER, topo.LIPS_INNER]))
 
 
 def place_irises(shape: np.ndarray, source: np.ndarray, gaze: np.ndarray,
-                 limits: MotionLimits | None = None) -> np.ndarray:
+                 limits: MotionLimits | None = None, source_gazes: np.ndarray | None = None) -> np.ndarray:
     """``shape`` with its irises moved to look like the source's irises plus ``gaze``.
 
     Each eye's iris (5 points, as a disc) goes to the source's own place in its eye (topology.eye_gazes)
     offset by ``gaze`` (2,) eye widths, in the eye frame of ``shape``, so lids and gaze stay independent.
-    ``limits`` softly bound the offset (the warp then keeps each iris inside its eye opening). Args: shape, source (478, 3) canonical units.
+    ``limits`` softly bound the offset (the warp then keeps each iris inside its eye opening). Args: shape, source (478, 3) canonical units;
+    source_gazes: topology.eye_gazes(source) when already known.
     """
     out = shape.copy()
-    own = topo.eye_gazes(source)
+    own = topo.eye_gazes(source) if source_gazes is None else source_gazes
     for k, ((mid, axis, down, width), iris, contour) in enumerate(zip(
             topo.eye_frames(shape), (topo.RIGHT_IRIS, topo.LEFT_IRIS), (topo.RIGHT_EYE, topo.LEFT_EYE),
             strict=True)):
@@ -405,7 +427,7 @@ def retarget(source: FaceState, motion: Motion, mode: TransferMode = TransferMod
     eye_gain = np.minimum(_eye_gains(source.shape, eyes, gains.eyes), _bounded_gain(gains.eyes, eyes, "eyes", limits))
     offsets = (m[:, 1:2] * brows + m[:, 2:3] * mouth) * motion.expression + m[:, 0:1] * eye_gain * eyes
     shape = clamp_closures(source.shape + offsets, source.shape)
-    shape = place_irises(shape, source.shape, gains.gaze * motion.gaze, limits)
+    shape = place_irises(shape, source.shape, gains.gaze * motion.gaze, limits, source.eye_gazes)
     return apply_pose(shape, Pose(rotation, translation, scale))
 
 
@@ -437,8 +459,8 @@ class DriverReference:
     @staticmethod
     def _neutrality(face: FaceState) -> float:
         yaw, pitch, roll = angles_from_rotation(face.pose.rotation)
-        eyes = sum(topo.eye_opening(face.shape))
-        return topo.mouth_opening(face.shape) - 0.5 * eyes + 0.01 * (abs(yaw) + abs(pitch) + abs(roll))
+        eyes = sum(face.eye_opening)
+        return face.mouth_opening - 0.5 * eyes + 0.01 * (abs(yaw) + abs(pitch) + abs(roll))
 
     def update(self, face: FaceState, t: float) -> FaceState:
         """Feed a tracked driver face at time t (s); returns the reference to measure it against."""
@@ -450,7 +472,7 @@ class DriverReference:
             if score < self._score:
                 self.state, self._score = face, score
             return self.state
-        if topo.mouth_opening(face.shape) < topo.mouth_opening(self.state.shape) - 0.01:
+        if face.mouth_opening < self.state.mouth_opening - 0.01:
             shape = self.state.shape.copy()
             shape[_MOUTH_REGION] = face.shape[_MOUTH_REGION]
             self.state = replace(self.state, shape=shape)

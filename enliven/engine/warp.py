@@ -18,7 +18,7 @@ import numpy as np
 from . import topology as topo
 from .canonical import load_canonical
 from .errors import ShapeError
-from .eyelids import eye_frames, gaze_weights, min_lid_gap_px, slide_lids
+from .eyelids import eye_frames, min_lid_gap_px, slide_lids
 from .gaze import GazeMap
 from .motion import Pose, fit_pose, unpose
 from .runtime import single_thread_blas
@@ -88,10 +88,12 @@ def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
     """
     boxes = []
     for group in (topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_OUTER):
-        lo, hi = points[group, :2].min(0), points[group, :2].max(0)
+        xy = points[group, :2]
+        lo, hi = xy.min(0), xy.max(0)
         pad = margin * (hi - lo) + 2
-        x0, y0 = (np.clip(np.floor(lo - pad), 0, size_px) // step * step).astype(int)
-        x1, y1 = (np.clip(np.ceil(hi + pad), 0, size_px) // step * step).astype(int)
+        # Clipped to the crop (np.minimum/np.maximum: np.clip's dispatch costs more than these (2,) arrays).
+        x0, y0 = (np.minimum(np.maximum(np.floor(lo - pad), 0), size_px) // step * step).astype(int)
+        x1, y1 = (np.minimum(np.maximum(np.ceil(hi + pad), 0), size_px) // step * step).astype(int)
         if x1 > x0 and y1 > y0:
             boxes.append((int(x0), int(y0), int(x1), int(y1)))
     return boxes
@@ -309,10 +311,10 @@ class Warper:
         cv2.resize(coarse, (gw * cell, gw * cell), dst=self._fine, interpolation=cv2.INTER_LINEAR)
         full = self._fine[cell:cell + s, cell:cell + s]  # a view: the crop's pixels of the upsampled grid
         self._detail(full, coef, dst, driven_points)
-        self._gaze.apply(full, driven_points)
+        gaze = self._gaze.apply(full, driven_points)  # per eye, how much the iris map holds (eyelids.gaze_weights)
         if self.config.lid_slide:  # after the gaze map: lids slide over the eyeball it holds
             slide_lids(full, eye_frames(driven_points), self._src_eye_frames, min_lid_gap_px(driven_points),
-                       self._src_iod, gaze_weights(driven_points, self.source_points))
+                       self._src_iod, gaze)
         return full
 
     def _detail(self, full: np.ndarray, coef: np.ndarray, dst: np.ndarray, driven_points: np.ndarray) -> None:
