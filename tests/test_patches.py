@@ -194,3 +194,41 @@ def test_the_eye_patch_is_on_by_default_where_it_applies(tmp_path):
     assert AnimatorConfig(crop_size_px=512, engine="analytic").eye_patch is None
     assert AnimatorConfig(crop_size_px=512, engine="trained", generator_weights=str(tmp_path / "w.pt")).eye_patch is None
     assert AnimatorConfig(crop_size_px=512, engine="trained", eye_patch_weights=None).eye_patch is None
+
+
+def _open_shipped_eye_patch(cache: str) -> int:
+    import os
+
+    os.environ["ENLIVEN_CACHE"] = cache
+    from enliven.export.patches import open_patch_runner
+
+    return open_patch_runner("shipped", None, threads=1).eye_px
+
+
+def test_processes_exporting_the_eye_patch_together_get_a_whole_graph(tmp_path):
+    """Two processes opening the eye patch refiner on an empty model cache (a server's workers warming up) both
+    get a working runner; one checked graph is left, no half-written file and no temporary folder."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(_open_shipped_eye_patch, [str(tmp_path)] * 2) == [64, 64]
+    folders = [p for p in tmp_path.rglob("*") if p.is_dir() and p.name.startswith("patch-")]
+    assert len(folders) == 1 and [p.name for p in folders[0].iterdir()] == ["patch.onnx"]
+    assert not [p for p in tmp_path.rglob(".patch-*")]
+
+
+def test_server_warm_up_exports_the_eye_patch(tmp_path, monkeypatch, astronaut):
+    """The server's warm-up exports the 512 eye patch graph into the model cache (the first 512 session does not
+    wait for it): export_patch_graphs of the trained engine's 512 config."""
+    import enliven.server.session_animator as sa
+    from enliven.animation.animator import AnimatorConfig, export_patch_graphs
+
+    asked = []
+    monkeypatch.setattr(sa, "export_patch_graphs", asked.append)
+    sa.warm_up(astronaut, ["analytic", "trained"])
+    assert [(c.crop_size_px, c.engine, c.eye_patch) for c in asked] == [(512, "trained", "shipped")]
+    monkeypatch.setenv("ENLIVEN_CACHE", str(tmp_path))
+    export_patch_graphs(asked[0])
+    assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1
+    export_patch_graphs(AnimatorConfig(crop_size_px=256, engine="trained"))  # runs no patch: exports nothing
+    assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1

@@ -91,6 +91,13 @@ class AnimatorConfig:
         return "shipped" if applies else None
 
 
+def export_patch_graphs(config: AnimatorConfig) -> None:
+    """Export (once, into the model cache) the patch refiners ``config`` runs, so that the first session to
+    use them does not wait for it (a server's warm-up)."""
+    if config.eye_patch or config.mouth_patch_weights:
+        open_patch_runner(config.eye_patch, config.mouth_patch_weights, 1, contract_for(config.warp.version))
+
+
 @dataclass(frozen=True)
 class Source:
     """Everything derived once from the source photo."""

@@ -6,6 +6,9 @@ patches must stay under the fp32 tolerance of the face refiner's export (compare
 """
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +16,12 @@ import numpy as np
 from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
-from .cache import models_dir
+from .cache import atomic_dir, models_dir, publish
 from .compare import TOLERANCE
 from .graphs import OPSET, ExportError
 from .to_onnx import export_module
+
+log = logging.getLogger(__name__)
 
 
 def _feeds(side_px: int, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -72,11 +77,23 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
         if weights == "shipped":
             check_sha256(path)
         model = load_patch_refiner(path, expected)
-        graph = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}" / "patch.onnx"
-        if not graph.is_file():
-            export_patch_refiner(model, graph)
-            compare_patch_refiner(model, graph)
-        return OnnxModel(graph, RuntimeConfig(intra_op_threads=threads)), model.config.side_px
+        folder = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}"
+        if not (folder / "patch.onnx").is_file():
+            # Exported and checked in a private folder, then renamed into place: processes starting
+            # together (the server's workers) never read a half-written graph.
+            try:
+                tmp = atomic_dir(folder)
+            except OSError as e:  # a read-only home: export into a private temporary folder instead
+                log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", folder.parent, e)
+                folder = Path(tempfile.mkdtemp(prefix="enliven-models-")) / folder.name
+                tmp = atomic_dir(folder)
+            try:
+                export_patch_refiner(model, tmp / "patch.onnx")
+                compare_patch_refiner(model, tmp / "patch.onnx")
+                publish(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return OnnxModel(folder / "patch.onnx", RuntimeConfig(intra_op_threads=threads)), model.config.side_px
 
     eye, eye_px = one(eye_weights, "patch-eye64")
     mouth, mouth_px = one(mouth_weights, "patch-mouth96")
