@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -131,8 +132,12 @@ def test_export_command_writes_checked_graphs(tmp_path) -> None:
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "onnx.checker passed" in run.stdout
-    report = json.loads((tmp_path / "export.json").read_text())["fp32"]
+    exported = json.loads((tmp_path / "export.json").read_text())
+    report = exported["fp32"]
     assert report["batch"] == 1 and max(report["max_abs_diff_vs_torch"].values()) <= 1e-3
+    patch = exported["eye_patch"]  # the eye patch refiner goes through the same checks
+    assert Path(patch["graph"]).is_file() and max(patch["max_abs_diff_vs_torch"].values()) <= 1e-3
+    assert "eye patch (fp32, dynamic batch)" in run.stdout
     bad = subprocess.run([sys.executable, "-m", "enliven.cli", "export", "--batch", "zero"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "batch" in bad.stderr
