@@ -55,6 +55,8 @@ LAZY_OK: dict[tuple[str, str], str] = {
     ("enliven.export.patches", "enliven.models.generator"): "torch, only when patch refiners are opened",
     ("enliven.export.patches", "enliven.models.patches"): "torch, only when patch refiners are opened",
     ("enliven.export.cli", "enliven.export.to_onnx"): "torch and onnx: `enliven --help` builds this parser",
+    ("enliven.export.cli", "enliven.export.patches"): "torch and onnx: `enliven --help` builds this parser",
+    ("enliven.export.cli", "enliven.models.patches"): "torch: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.config"): "the train extra: `enliven --help` builds this parser",
     ("enliven.train.cli", "enliven.train.loop"): "torch and the train extra: `enliven --help` builds this parser",
     ("enliven.evaluate.cli", "enliven.evaluate.config"): "torch and the train extra: `enliven --help` builds this parser",
