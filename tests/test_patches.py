@@ -213,7 +213,7 @@ def test_processes_exporting_the_eye_patch_together_get_a_whole_graph(tmp_path):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         assert pool.map(_open_shipped_eye_patch, [str(tmp_path)] * 2) == [64, 64]
     folders = [p for p in tmp_path.rglob("*") if p.is_dir() and p.name.startswith("patch-")]
-    assert len(folders) == 1 and [p.name for p in folders[0].iterdir()] == ["patch.onnx"]
+    assert len(folders) == 1 and sorted(p.name for p in folders[0].iterdir()) == ["patch.json", "patch.onnx"]
     assert not [p for p in tmp_path.rglob(".patch-*")]
 
 
@@ -232,3 +232,35 @@ def test_server_warm_up_exports_the_eye_patch(tmp_path, monkeypatch, astronaut):
     assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1
     export_patch_graphs(AnimatorConfig(crop_size_px=256, engine="trained"))  # runs no patch: exports nothing
     assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1
+
+
+def test_cached_graphs_open_without_torch(tmp_path):
+    """Once exported, the face refiner's and the eye patch's graphs open from the model cache without importing
+    torch (each of a server's workers stays ~190 MB smaller); the weights of the other warp are still refused."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from enliven.export.patches import open_patch_runner\n"
+            "from enliven.export.runner import open_runner\n"
+            "from enliven.engine.contract import contract_for\n"
+            "from enliven.engine.errors import ModelFileError\n"
+            "from enliven.models.shipped import shipped_file\n"
+            "r = open_patch_runner('shipped', None, threads=1)\n"
+            "g = open_runner(precision='int8', threads=1)\n"
+            "torch_used = 'torch' in sys.modules\n"
+            "try:\n"
+            "    open_patch_runner(str(shipped_file('patch-eye64')), None, 1, contract_for(4))\n"
+            "    refused = False\n"
+            "except ModelFileError:\n"
+            "    refused = True\n"
+            "print(r.eye_px, g.resolution_px, refused, torch_used)\n")
+    env = {**os.environ, "ENLIVEN_CACHE": str(tmp_path), "GLOG_minloglevel": "2"}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout.split() == ["64", "128", "True", "True"]  # the first exports (torch)
+    assert runs[1].stdout.split() == ["64", "128", "True", "False"]  # the second opens the cache without torch
+    folder = next(tmp_path.rglob("patch-*/patch.json")).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["patch.json", "patch.onnx"]

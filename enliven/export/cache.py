@@ -17,6 +17,7 @@ from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
+from ..models.shipped import sha256_file, shipped_file
 from .compare import verify
 from .graphs import OPSET, ExportedGenerator
 from .to_onnx import export_generator
@@ -79,9 +80,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     Raises: ModelFileError when the weights are missing/corrupt, trained for another input contract, or the
     export fails its checks.
     """
-    from ..models.generator import load_generator, sha256_file, shipped_weights_path
-
-    path = Path(weights) if weights is not None else shipped_weights_path(None, expected.warp_version)
+    path = Path(weights) if weights is not None else shipped_file(None, expected.warp_version)
     if not path.is_file():
         raise ModelFileError(f"weights file {path} is missing")
     digest = sha256_file(path)[:16]
@@ -93,8 +92,12 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
         checked = _checked_contract(final)
         if checked == expected.to_dict() or (checked is None and expected == FRAME_PATH_CONTRACT):
             return found
+        from ..models.generator import load_generator
+
         load_generator(path=path, expected=expected)  # raises unless the weights record ``expected``
         return found
+    from ..models.generator import load_generator
+
     model = load_generator(path=path, expected=expected)  # checks the sha256 of shipped weights
     try:
         tmp = atomic_dir(final)

@@ -6,6 +6,7 @@ patches must stay under the fp32 tolerance of the face refiner's export (compare
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
+from ..engine.errors import ModelFileError
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
+from ..models.shipped import check_sha256, sha256_file, shipped_file
 from .cache import atomic_dir, models_dir, publish
 from .compare import TOLERANCE
 from .graphs import OPSET, ExportError
@@ -64,37 +67,72 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
     "shipped": the weights shipped with enliven, see models/weights/).
 
     ``expected``: the frame path's input contract (warp version) the weights must have been trained behind.
-    Each file is exported once into the model cache (a folder named by its sha256), checked against torch.
+    Each file is exported once into the model cache (a folder named by its sha256), checked against torch;
+    the folder's patch.json records the patch side and the contract, so a cached graph opens without torch.
     Raises: ModelFileError for a missing or invalid file; ExportError when the export fails its check.
     """
-    from ..models.generator import check_sha256, sha256_file, shipped_weights_path
-    from ..models.patches import load_patch_refiner
 
     def one(weights: str | Path | None, name: str) -> tuple[OnnxModel | None, int]:
         if weights is None:
             return None, 0
-        path = shipped_weights_path(name, expected.warp_version) if weights == "shipped" else Path(weights)
+        path = shipped_file(name, expected.warp_version) if weights == "shipped" else Path(weights)
         if weights == "shipped":
             check_sha256(path)
-        model = load_patch_refiner(path, expected)
-        folder = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}"
-        if not (folder / "patch.onnx").is_file():
-            # Exported and checked in a private folder, then renamed into place: processes starting
-            # together (the server's workers) never read a half-written graph.
-            try:
-                tmp = atomic_dir(folder)
-            except OSError as e:  # a read-only home: export into a private temporary folder instead
-                log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", folder.parent, e)
-                folder = Path(tempfile.mkdtemp(prefix="enliven-models-")) / folder.name
-                tmp = atomic_dir(folder)
-            try:
-                export_patch_refiner(model, tmp / "patch.onnx")
-                compare_patch_refiner(model, tmp / "patch.onnx")
-                publish(tmp, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return OnnxModel(folder / "patch.onnx", RuntimeConfig(intra_op_threads=threads)), model.config.side_px
+        elif not path.is_file():
+            raise ModelFileError(f"weights file {path} not found")
+        folder = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}-v{PATCH_CACHE_VERSION}"
+        side = _cached_side(folder, path, expected)
+        if side is None:
+            folder, side = _export_into_cache(path, folder, expected)
+        return OnnxModel(folder / "patch.onnx", RuntimeConfig(intra_op_threads=threads)), side
 
     eye, eye_px = one(eye_weights, "patch-eye64")
     mouth, mouth_px = one(mouth_weights, "patch-mouth96")
     return PatchRunner(eye, mouth, eye_px or 64, mouth_px or 96)
+
+
+PATCH_CACHE_VERSION = 2  # of a cached patch folder: patch.onnx + patch.json (side_px, contract)
+
+
+def _cached_side(folder: Path, weights: Path, expected: InputContract) -> int | None:
+    """The patch side of the cached, checked graph of ``weights`` trained under ``expected``; None when there
+    is none. Raises ModelFileError when the weights were trained under another contract (their loader's error).
+    """
+    try:
+        meta = json.loads((folder / "patch.json").read_text())
+        side, contract = int(meta["side_px"]), meta["contract"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (folder / "patch.onnx").is_file():
+        return None
+    if contract != expected.to_dict():
+        from ..models.patches import load_patch_refiner
+
+        load_patch_refiner(weights, expected)  # raises: trained under another contract
+        return None
+    return side
+
+
+def _export_into_cache(weights: Path, folder: Path, expected: InputContract) -> tuple[Path, int]:
+    """Export ``weights`` into ``folder`` (checked against torch, patch.json beside the graph), built in a
+    private folder and renamed into place: processes starting together (the server's workers) never read a
+    half-written graph. Returns the folder (a temporary one when the cache is read-only) and the patch side."""
+    from ..models.patches import load_patch_refiner
+
+    model = load_patch_refiner(weights, expected)
+    try:
+        tmp = atomic_dir(folder)
+    except OSError as e:  # a read-only home: export into a private temporary folder instead
+        log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", folder.parent, e)
+        folder = Path(tempfile.mkdtemp(prefix="enliven-models-")) / folder.name
+        tmp = atomic_dir(folder)
+    try:
+        export_patch_refiner(model, tmp / "patch.onnx")
+        diffs = compare_patch_refiner(model, tmp / "patch.onnx")
+        (tmp / "patch.json").write_text(json.dumps({
+            "weights": str(weights), "side_px": model.config.side_px, "contract": expected.to_dict(),
+            "opset": OPSET, "max_abs_diff_vs_torch": diffs}, indent=1))
+        publish(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, model.config.side_px

@@ -34,10 +34,17 @@ from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, check_recorded
 from ..engine.errors import ModelFileError
 from ._layers import MASK_MAX, MASK_MIN, GeneratorOutput, conv
 from .patches import PatchConfig, PatchRefiner
+from .shipped import (  # noqa: F401  (DEFAULT_GENERATOR, WEIGHTS_DIR, check_sha256, sha256_file: re-exported)
+    DEFAULT_GENERATOR,
+    SHIPPED,
+    WEIGHTS_DIR,
+    check_sha256,
+    sha256_file,
+    shipped_file,
+)
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -173,11 +180,11 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
     return spec
 
 
-register(GeneratorSpec("refiner128", GeneratorConfig(), weights="refiner128.pt",
-                       weights_by_warp=((4, "refiner128_warp4.pt"),),  # step 7228, WarpConfig(lid_slide=False)
+register(GeneratorSpec("refiner128", GeneratorConfig(), weights=SHIPPED["refiner128"].file,
+                       weights_by_warp=SHIPPED["refiner128"].by_warp,  # 4: step 7228, WarpConfig(lid_slide=False)
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
-register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights="patch_eye64.pt",
-                       weights_by_warp=((4, "patch_eye64_warp4.pt"),),  # behind step 7228, WarpConfig(lid_slide=False)
+register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights=SHIPPED["patch-eye64"].file,
+                       weights_by_warp=SHIPPED["patch-eye64"].by_warp,  # 4: behind step 7228
                        notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
                              "weights/patch_eye64.md"))
 register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
@@ -215,14 +222,6 @@ def create_generator(name: str, **overrides: object) -> Refiner | PatchRefiner:
     return PatchRefiner(cfg) if isinstance(cfg, PatchConfig) else Refiner(cfg)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_weights(model: Refiner, path: Path, name: str, meta: dict | None = None,
                  contract: InputContract = FRAME_PATH_CONTRACT) -> str:
     """Write a small weights file (fp16 state dict + config + name) and ``<path>.sha256``; returns the sha256.
@@ -244,20 +243,8 @@ def shipped_weights_path(name: str | None = None, warp_version: int | None = Non
 
     Raises: ValueError for an unknown name; ModelFileError when that generator ships no weights.
     """
-    spec = generator_spec(name or DEFAULT_GENERATOR)
-    if spec.weights is None:
-        raise ModelFileError(f"generator {spec.name!r} has no shipped weights")
-    return WEIGHTS_DIR / dict(spec.weights_by_warp).get(warp_version, spec.weights)
-
-
-def check_sha256(path: Path) -> None:
-    """Raise ModelFileError when shipped weights are missing or do not match their ``.sha256`` file."""
-    if not path.exists():
-        raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
-    digest_file = path.with_suffix(".sha256")
-    if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
-        raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
-                             "reinstall enliven")
+    spec = generator_spec(name or DEFAULT_GENERATOR)  # unknown names: ValueError with the choices
+    return shipped_file(spec.name, warp_version)
 
 
 def load_generator(name: str | None = None, path: Path | None = None,
@@ -290,7 +277,6 @@ def check_contract(recorded: dict | None, expected: InputContract, path: Path) -
     check_recorded(recorded, expected, path)
 
 
-DEFAULT_GENERATOR = "refiner128"
 
 
 def count_flops(model: Refiner, batch: int = 1) -> tuple[int, int]:
