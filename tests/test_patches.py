@@ -122,8 +122,8 @@ def test_animator_runs_patches_only_where_needed(astronaut, tmp_path):
     for p in model.parameters():
         p.data.normal_(0, 0.3)
     save_weights(model, tmp_path / "eye.pt", "patch16-test")
-    with pytest.raises(ValueError, match="512"):
-        AnimatorConfig(engine="trained", eye_patch_weights=str(tmp_path / "eye.pt"))
+    with pytest.raises(ValueError, match="trained engine"):
+        AnimatorConfig(engine="analytic", eye_patch_weights=str(tmp_path / "eye.pt"))
     base = load_canonical().points
     drive = lambda shape: pose_shape(shape, 0, 0, 0, builtin_center_px(512), 0.18 * 512).astype(np.float32)
     outs = {}
@@ -180,8 +180,8 @@ def test_shipped_eye_patch_refiner_opens_and_refines(astronaut, lid_slide):
 
 
 def test_the_eye_patch_is_on_by_default_where_it_applies(tmp_path):
-    """"auto" (the default) runs the shipped eye patch on 512 crops of the trained engine with the shipped face
-    refiner, on either warp, and nowhere else; a config moved to 256 by replace() stays valid."""
+    """"auto" (the default) runs the shipped eye patch in the trained engine with the shipped face refiner, at
+    256 and 512, on either warp, and nowhere else; an explicit patch outside the trained engine is refused."""
     from dataclasses import replace
 
     from enliven.animation.animator import AnimatorConfig
@@ -189,12 +189,14 @@ def test_the_eye_patch_is_on_by_default_where_it_applies(tmp_path):
 
     on = AnimatorConfig(crop_size_px=512, engine="trained")
     assert on.eye_patch_weights == "auto" and on.eye_patch == "shipped"
-    assert AnimatorConfig(crop_size_px=512, engine="trained", warp=WarpConfig(lid_slide=False)).eye_patch == "shipped"
-    assert replace(on, crop_size_px=256).eye_patch is None
+    assert replace(on, crop_size_px=256).eye_patch == "shipped"
+    assert AnimatorConfig(engine="trained", warp=WarpConfig(lid_slide=False)).eye_patch == "shipped"
     assert AnimatorConfig(crop_size_px=512, engine="analytic").eye_patch is None
-    assert AnimatorConfig(crop_size_px=512, engine="trained", generator_weights=str(tmp_path / "w.pt")).eye_patch is None
-    assert AnimatorConfig(crop_size_px=512, engine="trained", eye_patch_weights=None).eye_patch is None
-
+    assert replace(on, engine="analytic").eye_patch is None
+    assert AnimatorConfig(engine="trained", generator_weights=str(tmp_path / "w.pt")).eye_patch is None
+    assert AnimatorConfig(engine="trained", eye_patch_weights=None).eye_patch is None
+    with pytest.raises(ValueError, match="trained engine"):
+        AnimatorConfig(engine="analytic", eye_patch_weights="shipped")
 
 def _open_shipped_eye_patch(cache: str) -> int:
     import os
@@ -218,20 +220,14 @@ def test_processes_exporting_the_eye_patch_together_get_a_whole_graph(tmp_path):
 
 
 def test_server_warm_up_exports_the_eye_patch(tmp_path, monkeypatch, astronaut):
-    """The server's warm-up exports the 512 eye patch graph into the model cache (the first 512 session does not
-    wait for it): export_patch_graphs of the trained engine's 512 config."""
-    import enliven.server.session_animator as sa
-    from enliven.animation.animator import AnimatorConfig, export_patch_graphs
+    """The server's warm-up (a trained session on the built-in photo) leaves the face refiner's and the eye
+    patch's graphs in the model cache: the first session does not wait for their export."""
+    from enliven.server.session_animator import warm_up
 
-    asked = []
-    monkeypatch.setattr(sa, "export_patch_graphs", asked.append)
-    sa.warm_up(astronaut, ["analytic", "trained"])
-    assert [(c.crop_size_px, c.engine, c.eye_patch) for c in asked] == [(512, "trained", "shipped")]
     monkeypatch.setenv("ENLIVEN_CACHE", str(tmp_path))
-    export_patch_graphs(asked[0])
+    warm_up(astronaut, ["trained"])
     assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1
-    export_patch_graphs(AnimatorConfig(crop_size_px=256, engine="trained"))  # runs no patch: exports nothing
-    assert len(list(tmp_path.rglob("patch-*/patch.onnx"))) == 1
+    assert len(list(tmp_path.rglob("refiner128-*/refiner.decoder.onnx"))) == 1
 
 
 def test_cached_graphs_open_without_torch(tmp_path):

@@ -53,8 +53,8 @@ class AnimatorConfig:
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"  # what runs the generator (graphs exported on first use)
     precision: Literal["fp32", "fp16", "int8"] = "fp32"  # of the generator's per-frame graph (onnxruntime only)
     generator_threads: int | None = None  # threads of the generator; None: the usable cores, at most 4
-    eye_patch_weights: str | None = "auto"  # eye patch refiner (refines closing eyes; 512 crops, trained engine):
-    # "auto": the shipped one where it applies (512 crops, trained engine, shipped face refiner), else off;
+    eye_patch_weights: str | None = "auto"  # eye patch refiner (refines closing eyes; trained engine):
+    # "auto": the shipped one where it applies (trained engine with the shipped face refiner), else off;
     # "shipped", a weights file, or None (off). ``eye_patch`` is what it resolves to.
     mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
 
@@ -73,9 +73,8 @@ class AnimatorConfig:
             object.__setattr__(self, "eyes", EyesMode(self.eyes))
         except ValueError as e:
             raise ValueError(f"eyes must be one of {[m.value for m in EyesMode]}; got {self.eyes!r}") from e
-        if (self.eye_patch_weights not in (None, "auto") or self.mouth_patch_weights) and (
-                self.engine != "trained" or self.crop_size_px != 512):
-            raise ValueError("patch refiners run in the trained engine on 512 crops")
+        if (self.eye_patch_weights not in (None, "auto") or self.mouth_patch_weights) and self.engine != "trained":
+            raise ValueError("patch refiners run in the trained engine")
         if self.engine == "trained" and self.warp.version not in (WARP_VERSION, SQUASH_WARP_VERSION) \
                 and self.generator_weights is None:
             raise ValueError(f"no shipped refiner was trained on warp version {self.warp.version}; "
@@ -87,15 +86,8 @@ class AnimatorConfig:
         """The eye patch refiner this config runs: "shipped", a weights file, or None (off); see eye_patch_weights."""
         if self.eye_patch_weights != "auto":
             return self.eye_patch_weights
-        applies = self.engine == "trained" and self.crop_size_px == 512 and self.generator_weights is None
+        applies = self.engine == "trained" and self.generator_weights is None
         return "shipped" if applies else None
-
-
-def export_patch_graphs(config: AnimatorConfig) -> None:
-    """Export (once, into the model cache) the patch refiners ``config`` runs, so that the first session to
-    use them does not wait for it (a server's warm-up)."""
-    if config.eye_patch or config.mouth_patch_weights:
-        open_patch_runner(config.eye_patch, config.mouth_patch_weights, 1, contract_for(config.warp.version))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import cast
 import cv2
 import numpy as np
 
-from enliven.animation.animator import Animator, AnimatorConfig, export_patch_graphs
+from enliven.animation.animator import Animator, AnimatorConfig
 from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
 from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png
@@ -228,9 +228,9 @@ class SessionAnimator:
 
 
 def warm_up(photo: np.ndarray, engines: Iterable[str], inference: InferenceOptions = FP32) -> None:
-    """Load MediaPipe and each engine's generator (its ONNX graphs are exported on the first run), and the
-    trained engine's eye patch refiner that 512 crops run, before users come. A failing engine is logged;
-    sessions asking for it get its error."""
+    """Load MediaPipe and each engine's generator (with the trained engine's eye patch refiner; their ONNX
+    graphs are exported on the first run) before users come. A failing engine is logged; sessions asking
+    for it get its error."""
     for engine in engines:
         try:
             session = SessionAnimator(photo, EngineSettings(crop_size_px=256, engine=cast(EngineName, engine)),
@@ -241,8 +241,3 @@ def warm_up(photo: np.ndarray, engines: Iterable[str], inference: InferenceOptio
                 session.close()
         except Exception as e:  # the server still starts
             logger.warning("warm-up of the %s engine failed: %s", engine, e)
-        if engine == "trained":
-            try:
-                export_patch_graphs(AnimatorConfig(crop_size_px=512, engine="trained"))
-            except Exception as e:
-                logger.warning("warm-up of the eye patch refiner failed: %s", e)
