@@ -235,7 +235,8 @@ class Animator:
             out = self._refiner.refine(out, driven)
         t_refined = time.perf_counter()
         if self._patches is not None:
-            out = self._patches.refine(out, driven, self.source.crop, self.source.points)
+            out = self._patches.refine(out, driven, self.source.crop, self.source.points,
+                                       self._refiner.chroma if self._refiner is not None else None)
         t3 = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from . import topology as topo
-from .refine import nchw
+from .refine import limit_chroma, nchw
 from .render import draw_landmarks
 from .runtime import Model
 
@@ -170,10 +170,12 @@ class PatchRunner:
     mouth_px: int = 96
 
     def refine(self, crop: np.ndarray, driven: np.ndarray, source_crop: np.ndarray,
-               source_points: np.ndarray) -> np.ndarray:
+               source_points: np.ndarray, chroma: float | None = None) -> np.ndarray:
         """The crop (S, S, 3) uint8 with the needed patches refined; returns a new array (or ``crop``).
 
         Both eyes go through the eye model in one batch; patches do not overlap, so all are cut from ``crop``.
+        ``chroma``: the photo's ``refine.chroma_budget``: the patches may add no more colour than the photo
+        has, as the face refiner may not (None: no cap).
         """
         out = crop
         for model, side, kinds in ((self.eye, self.eye_px, ("right_eye", "left_eye")),
@@ -184,5 +186,8 @@ class PatchRunner:
             inputs = [patch_inputs(crop, driven, source_crop, source_points, k, side) for k in needed]
             deltas = model(**patch_feed(inputs))["delta"]  # type: ignore[misc]
             for inp, delta in zip(inputs, deltas):
-                out = paste_delta(out, delta.transpose(1, 2, 0), inp.transform)
+                hwc = delta.transpose(1, 2, 0)
+                if chroma is not None:
+                    hwc = limit_chroma(np.array(hwc, np.float32), chroma)
+                out = paste_delta(out, hwc, inp.transform)
         return out

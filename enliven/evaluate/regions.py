@@ -215,7 +215,7 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
                 outputs["trained"] = runner.refine(smp.analytic, smp.driven_points)
                 if patches is not None:
                     outputs["patched"] = patches.refine(outputs["trained"], smp.driven_points, smp.source,
-                                                        smp.source_points)
+                                                        smp.source_points, runner.chroma)
             for mode, img in outputs.items():
                 scores.add(mode, img, smp.target, smp.driven_points, valid, blink, open_mouth)
     return scores.means()
