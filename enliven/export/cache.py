@@ -59,6 +59,19 @@ def atomic_dir(final: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
 
 
+def export_dirs(final: Path) -> tuple[Path, Path]:
+    """(final, tmp): where an export will live and the private folder to build it in (``publish`` moves it).
+
+    When the model cache cannot be written (a read-only home), ``final`` is a private temporary folder instead.
+    """
+    try:
+        return final, atomic_dir(final)
+    except OSError as e:
+        log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", final.parent, e)
+        final = Path(tempfile.mkdtemp(prefix="enliven-models-")) / final.name
+        return final, atomic_dir(final)
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Move a finished folder into place; if another process won the race, keep theirs."""
     try:
@@ -99,12 +112,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     from ..models.generator import load_generator
 
     model = load_generator(path=path, expected=expected)  # checks the sha256 of shipped weights
-    try:
-        tmp = atomic_dir(final)
-    except OSError as e:  # a read-only home: export into a private temporary folder instead
-        log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", root, e)
-        final = Path(tempfile.mkdtemp(prefix="enliven-models-")) / name
-        tmp = atomic_dir(final)
+    final, tmp = export_dirs(final)
     try:
         exported = export_generator(model, tmp, batch=batch, precision=precision, stem=STEM)
         diffs = verify(model, exported)

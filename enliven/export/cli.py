@@ -1,5 +1,5 @@
-"""``enliven export``: the trained generator (and the eye patch refiner 512 crops run) to ONNX, and a TensorRT
-engine on GPU machines."""
+"""``enliven export``: the trained generator (and the eye patch refiner that runs with it) to ONNX, and a
+TensorRT engine on GPU machines."""
 from __future__ import annotations
 
 import argparse

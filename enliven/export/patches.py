@@ -7,9 +7,7 @@ patches must stay under the fp32 tolerance of the face refiner's export (compare
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +17,10 @@ from ..engine.errors import ModelFileError
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
 from ..models.shipped import check_sha256, sha256_file, shipped_file
-from .cache import atomic_dir, models_dir, publish
+from .cache import export_dirs, models_dir, publish
 from .compare import TOLERANCE
 from .graphs import OPSET, ExportError
 from .to_onnx import export_module
-
-log = logging.getLogger(__name__)
 
 
 def _feeds(side_px: int, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -120,12 +116,7 @@ def _export_into_cache(weights: Path, folder: Path, expected: InputContract) -> 
     from ..models.patches import load_patch_refiner
 
     model = load_patch_refiner(weights, expected)
-    try:
-        tmp = atomic_dir(folder)
-    except OSError as e:  # a read-only home: export into a private temporary folder instead
-        log.warning("cannot write the model cache %s (%s); exporting to a temporary folder", folder.parent, e)
-        folder = Path(tempfile.mkdtemp(prefix="enliven-models-")) / folder.name
-        tmp = atomic_dir(folder)
+    folder, tmp = export_dirs(folder)
     try:
         export_patch_refiner(model, tmp / "patch.onnx")
         diffs = compare_patch_refiner(model, tmp / "patch.onnx")

@@ -20,7 +20,6 @@ the graph exports to ONNX (no 5-D grid_sample, no matrix inverse).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from dataclasses import asdict, dataclass, replace
@@ -44,7 +43,6 @@ from .shipped import (  # noqa: F401  (DEFAULT_GENERATOR, WEIGHTS_DIR, check_sha
 )
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -185,7 +183,7 @@ register(GeneratorSpec("refiner128", GeneratorConfig(), weights=SHIPPED["refiner
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
 register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights=SHIPPED["patch-eye64"].file,
                        weights_by_warp=SHIPPED["patch-eye64"].by_warp,  # 4: behind step 7228
-                       notes="eye patch refiner, 64 px from the 512 crop (engine/patches.py); data card "
+                       notes="eye patch refiner, 64 px from the crop (engine/patches.py); data card "
                              "weights/patch_eye64.md"))
 register(GeneratorSpec("patch-mouth96", PatchConfig(side_px=96, widths=(16, 32, 48, 64), bottleneck=96),
                        notes="mouth patch refiner, 96 px from the 512 crop (engine/patches.py); no shipped weights yet"))
@@ -275,8 +273,6 @@ def load_generator(name: str | None = None, path: Path | None = None,
 def check_contract(recorded: dict | None, expected: InputContract, path: Path) -> None:
     """Raise ModelFileError unless the weights' recorded contract is ``expected`` (``contract.check_recorded``)."""
     check_recorded(recorded, expected, path)
-
-
 
 
 def count_flops(model: Refiner, batch: int = 1) -> tuple[int, int]:
