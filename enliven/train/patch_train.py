@@ -40,7 +40,7 @@ from ..engine.refine import (
     GeneratorRunner,
 )
 from ..engine.runtime import TorchModel
-from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper, WarpConfig
+from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper
 from ..models.generator import create_generator, load_generator, save_weights
 from .cache import (
     DEFAULT_CACHE_DIR,
@@ -75,11 +75,6 @@ class PatchPairConfig:
             del d["warp_version"]  # stores made before the field existed were all on the squashing warp
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
-    def warp_config(self) -> WarpConfig:
-        if self.warp_version not in (WARP_VERSION, SQUASH_WARP_VERSION):
-            raise ValueError(f"warp_version must be {WARP_VERSION} or {SQUASH_WARP_VERSION}; got {self.warp_version}")
-        return WarpConfig(lid_slide=self.warp_version == WARP_VERSION)
-
 
 # --- pairs ---------------------------------------------------------------------------------------------------
 
@@ -91,7 +86,8 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
     rows = read_manifest(data_dir, "clip", "train")
     clips = [load_clip_landmarks(cache_dir, r) for r in rows]
     pair_cfg = replace(PairConfig(), crop_px=cfg.crop_px, mouth_open_share=cfg.mouth_open_share,
-                       blink_share=cfg.blink_share, seed=cfg.seed)
+                       blink_share=cfg.blink_share, seed=cfg.seed, warp_version=cfg.warp_version)
+    warp = pair_cfg.warp_config()  # raises for a warp no face refiner ships for
     train_people, dev_people = _person_split(clips, pair_cfg.dev_people, pair_cfg.seed)  # same split as the refiner
     people = train_people if subset == "train" else dev_people
     per_person = cfg.pairs_per_person if subset == "train" else max(cfg.pairs_per_person // 4, 8)
@@ -133,7 +129,7 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
             if p.source not in frames or p.driver not in frames:
                 continue
             t = crop_transform(clip.points[p.source], s_px)
-            warper = Warper(t.points_to_crop(clip.points[p.source]), s_px, cfg.warp_config())
+            warper = Warper(t.points_to_crop(clip.points[p.source]), s_px, warp)
             smp = self_reenact(frames[p.source], clip.points[p.source], frames[p.driver], clip.points[p.driver], t,
                                warper)
             runner.prepare(smp.source)
@@ -302,11 +298,14 @@ def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads
     best = min((json.loads(line)["dev_l1_patch"] for line in log_file.read_text().splitlines()),
                default=float("inf")) if log_file.exists() else float("inf")
 
+    def save(file: str, **meta: object) -> None:
+        save_weights(trainer.model, run_dir / file, name,  # type: ignore[arg-type]
+                     {"step": trainer.step_count, **meta, "pairs": asdict(pairs),
+                      "init": str(init) if init else None}, contract)
+
     def checkpoint() -> None:
         trainer.save(ckpt)
-        save_weights(trainer.model, run_dir / "weights_latest.pt", name,  # type: ignore[arg-type]
-                     {"step": trainer.step_count, "pairs": asdict(pairs), "init": str(init) if init else None},
-                     contract)
+        save("weights_latest.pt")
 
     stop = _Stop()  # SIGTERM / SIGINT: checkpoint, then exit
     try:
@@ -323,9 +322,7 @@ def train(kind: str, steps: int, batch_size: int = 32, lr: float = 2e-4, threads
                 log.info("%s", rec)
                 if rec["dev_l1_patch"] < best:
                     best = rec["dev_l1_patch"]
-                    save_weights(trainer.model, run_dir / "weights_best.pt", name,  # type: ignore[arg-type]
-                                 {"step": trainer.step_count, "dev_l1_patch": best, "pairs": asdict(pairs),
-                                  "init": str(init) if init else None}, contract)
+                    save("weights_best.pt", dev_l1_patch=best)
             if time.monotonic() - last > 60 * minutes_per_checkpoint:
                 checkpoint()
                 last = time.monotonic()
