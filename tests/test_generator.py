@@ -21,6 +21,9 @@ def face_points(size_px: int) -> np.ndarray:
     return pts
 
 
+TEST_NETS = ("refiner32-test", "refiner32s-test")  # the full-resolution top level and the 64 px-style one
+
+
 def inputs(model: gen.Refiner, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     r = model.config.resolution_px
     g = torch.Generator().manual_seed(seed)
@@ -38,8 +41,9 @@ def test_factory_rejects_unknown_names_and_fields() -> None:
     assert "refiner128" in gen.list_generators()
 
 
-def test_output_shapes_and_ranges() -> None:
-    m = gen.create_generator("refiner32-test").eval()
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_output_shapes_and_ranges(net: str) -> None:
+    m = gen.create_generator(net).eval()
     source, warped, drawing, gate = inputs(m)
     with torch.no_grad():
         out = m(source, warped, drawing, gate)
@@ -50,18 +54,21 @@ def test_output_shapes_and_ranges() -> None:
     assert refined.min() >= -1e-6 and refined.max() <= 1 + 1e-6
 
 
-def test_mask_bounds_hold_for_extreme_activations() -> None:
-    m = gen.create_generator("refiner32-test").eval()
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_mask_bounds_hold_for_extreme_activations(net: str) -> None:
+    m = gen.create_generator(net).eval()
+    mask_channels = slice(12, 16) if m.config.top == "shuffle" else slice(3, 4)  # pixel shuffle: 4 per output
     for bias in (-1e4, 1e4):
         with torch.no_grad():
-            m.decoder.head.bias[3] = bias
+            m.decoder.head.bias[mask_channels] = bias
             out = m(*inputs(m))
         assert float(out.mask.min()) >= gen.MASK_MIN - 1e-6
         assert float(out.mask.max()) <= gen.MASK_MAX + 1e-6
 
 
-def test_delta_is_zero_outside_the_gate() -> None:
-    m = gen.create_generator("refiner32-test").eval()
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_delta_is_zero_outside_the_gate(net: str) -> None:
+    m = gen.create_generator(net).eval()
     with torch.no_grad():
         m.decoder.head.weight.normal_(std=0.5)
     source, warped, drawing, gate = inputs(m)
@@ -72,8 +79,9 @@ def test_delta_is_zero_outside_the_gate() -> None:
     assert float(out.delta[..., 16:].abs().max()) > 0.0
 
 
-def test_encoder_runs_once_and_decoder_reuses_the_code() -> None:
-    m = gen.create_generator("refiner32-test").eval()
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_encoder_runs_once_and_decoder_reuses_the_code(net: str) -> None:
+    m = gen.create_generator(net).eval()
     source, warped, drawing, gate = inputs(m)
     with torch.no_grad():
         code = m.encoder(source)
@@ -83,8 +91,9 @@ def test_encoder_runs_once_and_decoder_reuses_the_code() -> None:
     torch.testing.assert_close(split.delta, joint.delta)
 
 
-def test_gradients_reach_every_parameter() -> None:
-    m = gen.create_generator("refiner32-test")
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_gradients_reach_every_parameter(net: str) -> None:
+    m = gen.create_generator(net)
     with torch.no_grad():
         m.decoder.head.weight.normal_(std=0.1)
         for film in m.decoder.films:
@@ -95,10 +104,11 @@ def test_gradients_reach_every_parameter() -> None:
     assert not missing
 
 
-def test_weights_round_trip_and_bad_files(tmp_path) -> None:
-    m = gen.create_generator("refiner32-test").eval()
+@pytest.mark.parametrize("net", TEST_NETS)
+def test_weights_round_trip_and_bad_files(net: str, tmp_path) -> None:
+    m = gen.create_generator(net).eval()
     path = tmp_path / "w.pt"
-    digest = gen.save_weights(m, path, "refiner32-test", {"step": 3})
+    digest = gen.save_weights(m, path, net, {"step": 3})
     assert digest == gen.sha256_file(path) and len(digest) == 64
     loaded = gen.load_generator(path=path)
     x = inputs(m)
@@ -109,6 +119,28 @@ def test_weights_round_trip_and_bad_files(tmp_path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ModelFileError):
         gen.load_generator(path=tmp_path / "bad.pt")
+
+
+def test_shuffle_stem_is_a_3x3_convolution_of_the_inputs_folded_2x2() -> None:
+    """The 6x6 stride-2 stem of top="shuffle" computes exactly what a 3x3 convolution (padding 1) of the
+    pixel-unshuffled inputs computes: the folded form's kernel written out as a 6x6 one."""
+    torch.manual_seed(0)
+    folded = torch.nn.Conv2d(4 * 6, 5, 3, 1, 1)
+    x = torch.rand(2, 6, 32, 32)
+    # unshuffled channel c * 4 + 2 * a + b holds pixel (2i + a, 2j + b) of channel c
+    w6 = torch.zeros(5, 6, 6, 6)
+    w3 = folded.weight.detach().view(5, 6, 2, 2, 3, 3)
+    for a in range(2):
+        for b in range(2):
+            for ky in range(3):
+                for kx in range(3):
+                    w6[:, :, 2 * ky + a, 2 * kx + b] = w3[:, :, a, b, ky, kx]
+    with torch.no_grad():
+        want = folded(torch.nn.functional.pixel_unshuffle(x, 2))
+        got = torch.nn.functional.conv2d(x, w6, folded.bias, stride=2, padding=2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    m = gen.create_generator("refiner32s-test")
+    assert m.decoder.stem[0].kernel_size == (6, 6) and m.decoder.stem[0].stride == (2, 2)
 
 
 def test_flops_and_parameters_of_the_shipped_architecture() -> None:

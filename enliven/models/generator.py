@@ -55,10 +55,19 @@ class GeneratorConfig:
     code_dim: int = 64  # length of the source code
     encoder_widths: tuple[int, ...] = (16, 32, 64, 96, 128)  # source encoder, stride 2 each
     residual_scale: float = 1.0  # tanh residual times this, image units
+    # "full": the top level runs at R (stem and last block at R, widths[0] channels); "shuffle": the top
+    # level runs at R/2 with widths[1] channels: a 6x6 stride-2 stem (the same as a 3x3 convolution of the
+    # inputs folded 2x2 into channels) and a head whose 16 channels unfold to the 4 outputs at R (pixel
+    # shuffle). Thin convolutions at full resolution are what int8 kernels run worst.
+    top: str = "full"
 
     def __post_init__(self) -> None:
         if self.resolution_px % (2 ** len(self.widths)):
             raise ValueError(f"resolution_px {self.resolution_px} must be divisible by 2**{len(self.widths)}")
+        if self.top not in ("full", "shuffle"):
+            raise ValueError(f"top must be 'full' or 'shuffle'; got {self.top!r}")
+        if self.top == "shuffle" and len(self.widths) < 2:
+            raise ValueError("top='shuffle' needs at least two widths")
 
 
 _conv = conv
@@ -106,20 +115,26 @@ class RefinerDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = list(cfg.widths)
-        self.stem = _conv(self.IN_CHANNELS, w[0])
+        shuffle = cfg.top == "shuffle"
+        # "shuffle": the stem goes straight to level 1; the top level's skip is its output
+        self.stem = (nn.Sequential(nn.Conv2d(self.IN_CHANNELS, w[1], 6, 2, 2), nn.LeakyReLU(0.2, inplace=True))
+                     if shuffle else _conv(self.IN_CHANNELS, w[0]))
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
         for i in range(len(w)):
             cout = w[i + 1] if i + 1 < len(w) else cfg.bottleneck
-            self.down.append(_conv(w[i], cout, 2))
+            self.down.append(nn.Identity() if shuffle and i == 0 else _conv(w[i], cout, 2))
             self.enc.append(_conv(cout, cout))
         self.films = nn.ModuleList([_Film(cfg.code_dim, cfg.bottleneck)])
         self.up = nn.ModuleList()
         for i in reversed(range(len(w))):
             cin = (w[i + 1] if i + 1 < len(w) else cfg.bottleneck) + w[i]
-            self.up.append(nn.Sequential(_conv(cin, w[i]), _conv(w[i], w[i])))
-            self.films.append(_Film(cfg.code_dim, w[i]))
-        self.head = nn.Conv2d(w[0], 4, 3, 1, 1)
+            wi = w[i]
+            if shuffle and i == 0:  # the top block at R/2: level 1's output and the stem's
+                cin, wi = 2 * w[1], w[1]
+            self.up.append(nn.Sequential(_conv(cin, wi), _conv(wi, wi)))
+            self.films.append(_Film(cfg.code_dim, wi))
+        self.head = nn.Conv2d(w[1], 16, 3, 1, 1) if shuffle else nn.Conv2d(w[0], 4, 3, 1, 1)
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
 
@@ -133,9 +148,12 @@ class RefinerDecoder(nn.Module):
         x = self.films[0](skips.pop(), code)
         for up, film in zip(self.up, self.films[1:]):
             skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            if x.shape[-1] != skip.shape[-1]:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = film(up(torch.cat([x, skip], dim=1)), code)
         h = self.head(x)
+        if self.cfg.top == "shuffle":
+            h = F.pixel_shuffle(h, 2)
         residual = torch.tanh(h[:, :3]) * self.cfg.residual_scale
         mask = MASK_MIN + (MASK_MAX - MASK_MIN) * torch.sigmoid(h[:, 3:4])
         refined = torch.clamp(warped + residual, 0.0, 1.0)
@@ -181,6 +199,11 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights=SHIPPED["refiner128"].file,
                        weights_by_warp=SHIPPED["refiner128"].by_warp,  # 4: step 7228, WarpConfig(lid_slide=False)
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
+register(GeneratorSpec("refiner128s", GeneratorConfig(top="shuffle"),
+                       weights=SHIPPED["refiner128s"].file if "refiner128s" in SHIPPED else None,
+                       weights_by_warp=SHIPPED["refiner128s"].by_warp if "refiner128s" in SHIPPED else (),
+                       notes="refiner128 distilled into a top level at 64 px (train/distill.py); data card "
+                             "weights/refiner128s.md"))
 register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights=SHIPPED["patch-eye64"].file,
                        weights_by_warp=SHIPPED["patch-eye64"].by_warp,  # 4: behind step 7228
                        notes="eye patch refiner, 64 px from the crop (engine/patches.py); data card "
@@ -192,6 +215,9 @@ register(GeneratorSpec("patch16-test", PatchConfig(side_px=16, widths=(8, 8), bo
 register(GeneratorSpec("refiner32-test", GeneratorConfig(resolution_px=32, widths=(8, 16), bottleneck=16, code_dim=8,
                                                          encoder_widths=(8, 16)),
                        notes="for tests and smoke runs: 32 px, a few thousand parameters"))
+register(GeneratorSpec("refiner32s-test", GeneratorConfig(resolution_px=32, widths=(8, 16), bottleneck=16, code_dim=8,
+                                                          encoder_widths=(8, 16), top="shuffle"),
+                       notes="for tests: refiner32-test with the 64 px-style top level"))
 
 
 def list_generators() -> list[str]:
