@@ -19,7 +19,7 @@ Torch-free, like ``refine.py``: the patch models are ``runtime.Model`` objects (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import cv2
@@ -122,12 +122,27 @@ def paste_delta(crop: np.ndarray, delta: np.ndarray, t: PatchTransform) -> np.nd
     return out
 
 
+def region_openings(kinds: tuple[PatchKind, ...], points: np.ndarray) -> dict[PatchKind, float]:
+    """What ``needs_patch`` compares, per region of ``kinds``: the eye's ``topology.eye_opening`` or the
+    ``topology.mouth_opening`` of landmarks (478, 2|3); both eyes' from one ``eye_opening``."""
+    out: dict[PatchKind, float] = {}
+    if "right_eye" in kinds or "left_eye" in kinds:
+        out["right_eye"], out["left_eye"] = topo.eye_opening(points)
+    if "mouth" in kinds:
+        out["mouth"] = topo.mouth_opening(points)
+    return out
+
+
+def opening_needs_patch(kind: PatchKind, driven: float, source: float) -> bool:
+    """``needs_patch`` from the region's openings (``region_openings``) of the driven and the photo's landmarks."""
+    if kind == "mouth":
+        return driven > source + MOUTH_OPENING
+    return driven < EYE_CLOSING * max(source, 1e-6)
+
+
 def needs_patch(kind: PatchKind, driven: np.ndarray, source: np.ndarray) -> bool:
     """Whether region ``kind`` of the driven landmarks differs enough from the photo's to need its refiner."""
-    if kind == "mouth":
-        return topo.mouth_opening(driven) > topo.mouth_opening(source) + MOUTH_OPENING
-    i = 0 if kind == "right_eye" else 1
-    return topo.eye_opening(driven)[i] < EYE_CLOSING * max(topo.eye_opening(source)[i], 1e-6)
+    return opening_needs_patch(kind, region_openings((kind,), driven)[kind], region_openings((kind,), source)[kind])
 
 
 class PatchInputs(NamedTuple):
@@ -168,6 +183,8 @@ class PatchRunner:
     mouth: Model | None
     eye_px: int = 64
     mouth_px: int = 96
+    # The photo's region_openings, measured once: (its source_points, the openings).
+    _source_openings: tuple[np.ndarray, dict[PatchKind, float]] | None = field(default=None, init=False, repr=False)
 
     def refine(self, crop: np.ndarray, driven: np.ndarray, source_crop: np.ndarray,
                source_points: np.ndarray, chroma: float | None = None) -> np.ndarray:
@@ -178,9 +195,11 @@ class PatchRunner:
         has, as the face refiner may not (None: no cap).
         """
         out = crop
+        regions = tuple(k for k in PATCH_KINDS if (self.mouth if k == "mouth" else self.eye) is not None)
+        drv, src = region_openings(regions, driven), self._photo_openings(regions, source_points)
         for model, side, kinds in ((self.eye, self.eye_px, ("right_eye", "left_eye")),
                                    (self.mouth, self.mouth_px, ("mouth",))):
-            needed = [k for k in kinds if model is not None and needs_patch(k, driven, source_points)]
+            needed = [k for k in kinds if model is not None and opening_needs_patch(k, drv[k], src[k])]
             if not needed:
                 continue
             inputs = [patch_inputs(crop, driven, source_crop, source_points, k, side) for k in needed]
@@ -191,3 +210,10 @@ class PatchRunner:
                     hwc = limit_chroma(np.array(hwc, np.float32), chroma)
                 out = paste_delta(out, hwc, inp.transform)
         return out
+
+    def _photo_openings(self, regions: tuple[PatchKind, ...], source_points: np.ndarray) -> dict[PatchKind, float]:
+        """``region_openings`` of the photo's landmarks, measured again only when another photo's come."""
+        cached = self._source_openings
+        if cached is None or cached[0] is not source_points or not set(regions) <= cached[1].keys():
+            cached = self._source_openings = (source_points, region_openings(regions, source_points))
+        return cached[1]

@@ -24,6 +24,8 @@ RIGHT_EYE_UPPER = np.array([246, 161, 160, 159, 158, 157, 173])
 RIGHT_EYE_LOWER = np.array([7, 163, 144, 145, 153, 154, 155])
 LEFT_EYE_UPPER = np.array([466, 388, 387, 386, 385, 384, 398])
 LEFT_EYE_LOWER = np.array([249, 390, 373, 374, 380, 381, 382])
+_LIDS_UPPER = np.concatenate([RIGHT_EYE_UPPER, LEFT_EYE_UPPER])  # both eyes' lids, for one pass over them
+_LIDS_LOWER = np.concatenate([RIGHT_EYE_LOWER, LEFT_EYE_LOWER])
 RIGHT_EYEBROW = np.array([46, 53, 52, 65, 55, 70, 63, 105, 66, 107])
 LEFT_EYEBROW = np.array([276, 283, 282, 295, 285, 300, 293, 334, 296, 336])
 RIGHT_IRIS = np.array([468, 469, 470, 471, 472])  # centre first
@@ -88,9 +90,11 @@ def mouth_opening(points: np.ndarray) -> float:
 def eye_opening(points: np.ndarray) -> tuple[float, float]:
     """Mean lid gap of the right and left eyes, divided by the interocular distance."""
     iod = max(interocular_distance(points), 1e-6)
-    right = np.linalg.norm(points[RIGHT_EYE_LOWER, :2] - points[RIGHT_EYE_UPPER, :2], axis=1).mean()
-    left = np.linalg.norm(points[LEFT_EYE_LOWER, :2] - points[LEFT_EYE_UPPER, :2], axis=1).mean()
-    return float(right / iod), float(left / iod)
+    # Both eyes' gaps in one pass: = np.linalg.norm(..., axis=1), then each half's mean (sum / count).
+    d = points[_LIDS_LOWER, :2] - points[_LIDS_UPPER, :2]
+    gaps = np.sqrt((d * d).sum(1))
+    n = len(RIGHT_EYE_UPPER)
+    return float(gaps[:n].sum() / n / iod), float(gaps[n:].sum() / n / iod)
 
 # Skin around the mouth that moves with it: chin, the lower-lip skin and the upper-lip skin up to the nose.
 MOUTH_SURROUND = np.array([152, 148, 176, 149, 150, 377, 400, 378, 379, 175, 199, 200, 18, 17, 83, 313, 201, 421,
