@@ -80,23 +80,24 @@ def _upsample_box(coarse: np.ndarray, width: int, height: int, step: int) -> np.
     return fine[step:step + height, step:step + width]
 
 
+_DETAIL_GROUPS = np.concatenate([topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_OUTER])  # the boxes' landmarks, in a row
+_DETAIL_STARTS = np.cumsum([0, len(topo.RIGHT_EYE), len(topo.LEFT_EYE)])  # where each box's landmarks start
+
+
 def _detail_boxes(points: np.ndarray, size_px: int, step: int = 1,
                   margin: float = 0.35) -> list[tuple[int, int, int, int]]:
     """Pixel boxes (x0, y0, x1, y1) around both eyes and the mouth, grown by ``margin`` of their size.
 
     Corners are multiples of ``step`` and boxes stay inside the crop.
     """
-    boxes = []
-    for group in (topo.RIGHT_EYE, topo.LEFT_EYE, topo.LIPS_OUTER):
-        xy = points[group, :2]
-        lo, hi = xy.min(0), xy.max(0)
-        pad = margin * (hi - lo) + 2
-        # Clipped to the crop (np.minimum/np.maximum: np.clip's dispatch costs more than these (2,) arrays).
-        x0, y0 = (np.minimum(np.maximum(np.floor(lo - pad), 0), size_px) // step * step).astype(int)
-        x1, y1 = (np.minimum(np.maximum(np.ceil(hi + pad), 0), size_px) // step * step).astype(int)
-        if x1 > x0 and y1 > y0:
-            boxes.append((int(x0), int(y0), int(x1), int(y1)))
-    return boxes
+    # The three groups in one pass each (rows: right eye, left eye, mouth; columns x, y).
+    xy = points[_DETAIL_GROUPS, :2]
+    lo, hi = np.minimum.reduceat(xy, _DETAIL_STARTS), np.maximum.reduceat(xy, _DETAIL_STARTS)
+    pad = margin * (hi - lo) + 2
+    # Clipped to the crop (np.minimum/np.maximum: np.clip's dispatch costs more than these small arrays).
+    first = (np.minimum(np.maximum(np.floor(lo - pad), 0), size_px) // step * step).astype(int).tolist()
+    last = (np.minimum(np.maximum(np.ceil(hi + pad), 0), size_px) // step * step).astype(int).tolist()
+    return [(x0, y0, x1, y1) for (x0, y0), (x1, y1) in zip(first, last) if x1 > x0 and y1 > y0]
 
 
 def border_anchors(size_px: int, per_side: int) -> np.ndarray:
