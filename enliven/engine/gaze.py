@@ -41,19 +41,27 @@ def lid_gap(points: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> float:
     return float(np.linalg.norm(points[lower, :2] - points[upper, :2], axis=1).mean())
 
 
-def ray_lengths(polygon: np.ndarray, angles: np.ndarray) -> np.ndarray:
+def ray_directions(angles: np.ndarray) -> np.ndarray:
+    """Unit vectors (A, 2) (cos, sin) of rays at ``angles`` (A,) radians."""
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+def ray_lengths(polygon: np.ndarray, angles: np.ndarray, directions: np.ndarray | None = None) -> np.ndarray:
     """Distance from the origin to a closed polygon (E, 2) along rays at ``angles`` (A,) radians; (A,) float64.
 
     The origin must be inside the polygon; each ray's nearest crossing counts (0 where a ray meets none).
+    ``directions``: the rays' ``ray_directions``, when the caller keeps them (the same rays every frame).
     """
+    d = ray_directions(angles) if directions is None else directions
     a = polygon
-    e = np.roll(polygon, -1, axis=0) - a  # (E, 2) edges
-    d = np.stack([np.cos(angles), np.sin(angles)], 1)  # (A, 2)
-    cross_de = d[:, None, 0] * e[None, :, 1] - d[:, None, 1] * e[None, :, 0]  # (A, E)
+    e = np.concatenate([a[1:], a[:1]]) - a  # (E, 2) edges (= np.roll(a, -1, axis=0) - a)
+    ax, ay, ex, ey = a[:, 0], a[:, 1], e[:, 0], e[:, 1]
+    dx, dy = d[:, :1], d[:, 1:]  # (A, 1): against the (E,) rows, (A, E)
+    cross_de = dx * ey - dy * ex
     ok = np.abs(cross_de) > 1e-12
     den = np.where(ok, cross_de, 1.0)
-    t = (a[None, :, 0] * e[None, :, 1] - a[None, :, 1] * e[None, :, 0]) / den  # along the ray
-    s = (a[None, :, 0] * d[:, None, 1] - a[None, :, 1] * d[:, None, 0]) / den  # along the edge
+    t = (ax * ey - ay * ex) / den  # along the ray
+    s = (ax * dy - ay * dx) / den  # along the edge
     t = np.where(ok & (t > 0) & (s >= -1e-9) & (s <= 1 + 1e-9), t, np.inf)
     out = t.min(axis=1)
     return np.where(np.isfinite(out), out, 0.0)
@@ -146,6 +154,7 @@ class GazeMap:
         self._src_iod = topo.interocular_distance(source_points)
         self._fade_px = EYE_FADE_PX_AT_256 * size_px / 256
         self._angles = np.linspace(-np.pi, np.pi, GAZE_RAYS + 1)
+        self._directions = ray_directions(self._angles)
 
     def apply(self, table: np.ndarray, driven_points: np.ndarray) -> list[float]:
         """Write the iris map into the remap table (S, S, 2) float32 (output pixel -> source x, y), in place.
@@ -177,7 +186,7 @@ class GazeMap:
                             eye.radius * scale[0])
         if centre is None:
             return
-        reach = ray_lengths((contour - centre) / scale, self._angles)  # in source pixels, per ray
+        reach = ray_lengths((contour - centre) / scale, self._angles, self._directions)  # in source pixels, per ray
         corners = driven_points[eye.contour, :2]
         x0, y0 = np.floor(corners.min(0) - self._fade_px).astype(int) - 1
         x1, y1 = np.ceil(corners.max(0) + self._fade_px).astype(int) + 2
