@@ -16,6 +16,7 @@ as the spline made it (a photo has no eyeball pixels under its own lids).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -59,7 +60,7 @@ class EyeFrame:
         a, b = points[outer, :2].astype(np.float64), points[inner, :2].astype(np.float64)
         origin = (a + b) / 2
         span = b - a
-        half = max(float(np.linalg.norm(span)) / 2, 1e-6)
+        half = max(float(np.sqrt(span.dot(span))) / 2, 1e-6)  # = np.linalg.norm(span), as it computes it
         axis = span / (2 * half)
         normal = np.array([-axis[1], axis[0]])
         if normal[1] < 0:
@@ -71,9 +72,15 @@ class EyeFrame:
             order = np.argsort(s)
             return s[order], t[order]
 
-        pts = points[:, :2].astype(np.float64)
-        return cls(origin, axis, normal, half, profile(np.concatenate([[a], pts[upper], [b]])),
-                   profile(np.concatenate([[a], pts[lower], [b]])), profile(pts[brow]))
+        lid = points[np.concatenate([[outer], upper, [inner, outer], lower, [inner]]), :2].astype(np.float64)
+        n = len(upper) + 2  # a lid's points, corners included
+        return cls(origin, axis, normal, half, profile(lid[:n]), profile(lid[n:]),
+                   profile(points[brow, :2].astype(np.float64)))
+
+    @cached_property
+    def column_gaps(self) -> np.ndarray:
+        """The lid gap (pixels, >= 0) at the columns ``slide_lids`` looks for a closing eye in (_COLUMNS)."""
+        return np.maximum(self.at(_COLUMNS, "lower") - self.at(_COLUMNS, "upper"), 0.0)
 
     def at(self, s: np.ndarray, which: str) -> np.ndarray:
         """Offset (pixels along the normal) of the ``which`` profile ("upper", "lower", "brow") at ``s``."""
@@ -137,19 +144,21 @@ def slide_lids(flow: np.ndarray, driven: list[EyeFrame], source: list[EyeFrame],
         k = s.half_length / d.half_length  # source pixels per driven pixel
         # The box of the eye's columns: corner to corner, band top to band bottom.
         ss = _COLUMNS
-        up, lo, br = d.at(ss, "upper"), d.at(ss, "lower"), d.at(ss, "brow")
-        gap_s = np.maximum(s.at(ss, "lower") - s.at(ss, "upper"), 0.0)
+        up, lo = d.at(ss, "upper"), d.at(ss, "lower")
+        gap_s = s.column_gaps
         if np.all(k * (lo - up) >= gap_s - 1e-6):
             continue  # no column closes: the spline's flow stands
-        tops = up - LID_BAND * np.maximum(up - br, 0.0)
+        tops = up - LID_BAND * np.maximum(up - d.at(ss, "brow"), 0.0)
         bots = lo + LOWER_BAND * k * gap_s.max() + 1
         ext = np.concatenate([d.point(ss, tops), d.point(ss, bots)])
-        x0, y0 = np.clip(np.floor(ext.min(0)).astype(int) - 1, 0, size)
-        x1, y1 = np.clip(np.ceil(ext.max(0)).astype(int) + 2, 0, size)
+        # Clipped to the crop (np.minimum/np.maximum: np.clip's dispatch costs more than these (2,) arrays).
+        x0, y0 = np.minimum(np.maximum(np.floor(ext.min(0)).astype(int) - 1, 0), size)
+        x1, y1 = np.minimum(np.maximum(np.ceil(ext.max(0)).astype(int) + 2, 0), size)
         if x1 <= x0 or y1 <= y0:
             continue
-        gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-        rel = np.stack([gx - d.origin[0], gy - d.origin[1]], -1)
+        rel = np.empty((y1 - y0, x1 - x0, 2))  # the box's pixels about the eye's origin (a meshgrid, broadcast)
+        rel[..., 0] = np.arange(x0, x1, dtype=np.float64) - d.origin[0]
+        rel[..., 1] = (np.arange(y0, y1, dtype=np.float64) - d.origin[1])[:, None]
         sd = rel @ d.axis / d.half_length
         td = rel @ d.normal
         up_d, lo_d, brow_d = d.at(sd, "upper"), d.at(sd, "lower"), d.at(sd, "brow")
