@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from . import topology as topo
-from .refine import limit_chroma, nchw
+from .refine import interleaved, limit_chroma, nchw
 from .render import draw_landmarks
 from .runtime import Model
 
@@ -115,8 +115,8 @@ def paste_delta(crop: np.ndarray, delta: np.ndarray, t: PatchTransform) -> np.nd
     m = t.matrix.copy()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # box pixel (u, v) = crop pixel (x0 + u, y0 + v)
     # patch -> box: warpAffine with the inverse map of box -> patch (WARP_INVERSE_MAP), zero outside the patch
-    d = cv2.warpAffine(delta.astype(np.float32), m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    d = cv2.warpAffine(interleaved(np.asarray(delta, np.float32)), m, (x1 - x0, y1 - y0),
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     box = out[y0:y1, x0:x1].astype(np.float32) + d * 255.0
     out[y0:y1, x0:x1] = np.clip(box + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -140,6 +140,14 @@ def limit_chroma(delta: np.ndarray, budget: float) -> np.ndarray:
     return delta
 
 
+def interleaved(image: np.ndarray) -> np.ndarray:
+    """An (H, W, C) image C-contiguous, as OpenCV takes it. A decoder's planar output viewed as HWC is
+    interleaved by cv2.merge: ~25x faster than the copy numpy (or OpenCV's binding) makes of it."""
+    if image.flags.c_contiguous:
+        return image
+    return cv2.merge([image[..., c] for c in range(image.shape[2])])
+
+
 def apply_delta(warped_crop: np.ndarray, delta: np.ndarray, chroma: float | None = None) -> np.ndarray:
     """Warp (S, S, 3) uint8 plus a delta (R, R, 3) float32 in image units upsampled to S; uint8.
 
@@ -148,7 +156,8 @@ def apply_delta(warped_crop: np.ndarray, delta: np.ndarray, chroma: float | None
     if chroma is not None:
         delta = limit_chroma(np.array(delta, np.float32), chroma)
     s = warped_crop.shape[0]
-    up = cv2.resize(delta, (s, s), interpolation=cv2.INTER_LINEAR) if delta.shape[0] != s else np.array(delta)
+    up = cv2.resize(interleaved(delta), (s, s), interpolation=cv2.INTER_LINEAR) if delta.shape[0] != s \
+        else np.array(delta)
     up *= 255.0  # in place: one (S, S, 3) float32 buffer less per frame
     out = warped_crop.astype(np.float32)
     out += up
