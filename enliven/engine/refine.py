@@ -87,7 +87,12 @@ def nchw(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim == 2:
         a = a[..., None]
-    out = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+    if a.dtype == np.uint8 and a.shape[2] > 1:  # an image: its planes by cv2.split, ~2x faster than numpy's copy
+        out = np.empty((1, a.shape[2]) + a.shape[:2], np.float32)
+        for c, plane in enumerate(cv2.split(a)):
+            out[0, c] = plane
+    else:
+        out = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
     if image.dtype == np.uint8:
         out *= 1.0 / 255.0
     return out
@@ -95,10 +100,15 @@ def nchw(image: np.ndarray) -> np.ndarray:
 
 def decoder_feed(inputs: list[RefinerInputs], codes: np.ndarray) -> dict[str, np.ndarray]:
     """Stack per-frame inputs (and their photos' codes (N, C) float32) into one decoder batch."""
-    return {"warped": np.concatenate([nchw(i.warped) for i in inputs]),
-            "drawing": np.concatenate([nchw(i.drawing) for i in inputs]),
-            "gate": np.concatenate([nchw(i.gate) for i in inputs]),
+    return {"warped": batch([nchw(i.warped) for i in inputs]),
+            "drawing": batch([nchw(i.drawing) for i in inputs]),
+            "gate": batch([nchw(i.gate) for i in inputs]),
             "code": np.ascontiguousarray(codes, dtype=np.float32)}
+
+
+def batch(arrays: list[np.ndarray]) -> np.ndarray:
+    """Arrays (1, ...) concatenated along the first axis; a single one as it is (no copy: a session's own frame)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601

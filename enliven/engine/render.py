@@ -82,13 +82,15 @@ def draw_landmarks(points: np.ndarray, size: tuple[int, int] | int, *, thickness
     for iris, eye, upper, lower in _IRISES:
         # A closing eye hides its iris: fade it out over the last IRIS_FADE_PX of lid gap, so a
         # closed eye (whose filled outline is still a thin antialiased line) shows none.
-        gap_px = float(np.linalg.norm(pts[upper, :2] - pts[lower, :2], axis=1).mean())
+        gap = pts[upper, :2] - pts[lower, :2]
+        gap_px = float(np.sqrt((gap * gap).sum(1)).mean())  # = np.linalg.norm(gap, axis=1).mean(), as it computes it
         visible = min(gap_px / IRIS_FADE_PX, 1.0)
         if visible <= 0.0:
             continue
         disc = np.zeros((h, w), np.uint8)
         centre = pts[iris[0], :2]
-        radius = float(np.linalg.norm(pts[iris[1:], :2] - centre, axis=1).mean())
+        rim = pts[iris[1:], :2] - centre
+        radius = float(np.sqrt((rim * rim).sum(1)).mean())
         cv2.circle(disc, tuple(int(v) for v in fixed[iris[0]]), int(round(radius * _ONE)), round(255 * visible),
                    -1, cv2.LINE_AA, _SHIFT)
         opening = np.zeros((h, w), np.uint8)
