@@ -42,17 +42,26 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, f
     """
     if src.shape != dst.shape or src.ndim != 2 or src.shape[0] < src.shape[1]:
         raise ShapeError(f"expected two (K, D) arrays of the same shape with K >= D; got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    mu_s, mu_d = src.sum(axis=0) / len(src), dst.sum(axis=0) / len(dst)  # = .mean(axis=0), without its dispatch
     a, b = src - mu_s, dst - mu_d
     cov = b.T @ a / len(src)
     u, sig, vt = np.linalg.svd(cov)
     d = np.ones(len(sig))
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+    if _det(u) * _det(vt) < 0:
         d[-1] = -1.0
     rot = (u * d) @ vt
     var_s = (a * a).sum() / len(src)
     scale = float((sig * d).sum() / max(var_s, 1e-12))
     return rot, mu_d - scale * rot @ mu_s, scale
+
+
+def _det(m: np.ndarray) -> float:
+    """det(m); of a 3x3 matrix in plain floats (np.linalg.det's dispatch costs ~10 us). Only its sign is used,
+    of orthogonal matrices (|det| = 1), which no rounding flips."""
+    if m.shape != (3, 3):
+        return float(np.linalg.det(m))
+    (a, b, c), (d, e, f), (g, h, i) = m.tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
 def fit_pose(points: np.ndarray, canonical: np.ndarray) -> Pose:
