@@ -87,7 +87,7 @@ def apply_pose(shape: np.ndarray, pose: Pose) -> np.ndarray:
 
 def _rotvec(rotation: np.ndarray) -> np.ndarray:
     """Axis-angle vector (3,) of a rotation matrix."""
-    cos = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
+    cos = min(max((rotation[0, 0] + rotation[1, 1] + rotation[2, 2] - 1) / 2, -1.0), 1.0)  # np.clip of np.trace's
     angle = np.arccos(cos)
     if angle < 1e-8:
         return np.zeros(3)
@@ -97,7 +97,7 @@ def _rotvec(rotation: np.ndarray) -> np.ndarray:
 
 def _rotmat(rotvec: np.ndarray) -> np.ndarray:
     """Rotation matrix of an axis-angle vector (Rodrigues)."""
-    angle = float(np.linalg.norm(rotvec))
+    angle = float(np.sqrt(rotvec.dot(rotvec)))  # = np.linalg.norm(rotvec), as it computes it
     if angle < 1e-12:
         return np.eye(3)
     k = rotvec / angle
@@ -270,8 +270,11 @@ class MotionLimits:
 
 def soft_limit(x: np.ndarray | float, limit: float, knee: float = 0.7) -> np.ndarray:
     """Identity up to ``knee * limit`` in magnitude, then a tanh bend that never exceeds ``limit``."""
-    a = np.abs(np.asarray(x, np.float64))
     k = knee * limit
+    if isinstance(x, float):  # one number (most callers): plain floats, the same operations, no array dispatch
+        a = abs(x)
+        return np.sign(x) * (a if a <= k else k + (limit - k) * float(np.tanh((a - k) / max(limit - k, 1e-9))))
+    a = np.abs(np.asarray(x, np.float64))
     bent = k + (limit - k) * np.tanh((a - k) / max(limit - k, 1e-9))
     return np.sign(x) * np.where(a <= k, a, bent)
 
@@ -279,7 +282,7 @@ def soft_limit(x: np.ndarray | float, limit: float, knee: float = 0.7) -> np.nda
 def limit_rotation(rotation: np.ndarray, limits: MotionLimits) -> np.ndarray:
     """A (3, 3) rotation with its angle softly limited to ``limits.rotation_deg`` (same axis)."""
     rv = _rotvec(rotation)
-    angle = float(np.linalg.norm(rv))
+    angle = float(np.sqrt(rv.dot(rv)))  # = np.linalg.norm(rv)
     if angle < 1e-9:
         return rotation
     allowed = float(soft_limit(angle, np.radians(limits.rotation_deg), limits.knee))
@@ -327,11 +330,13 @@ def place_irises(shape: np.ndarray, source: np.ndarray, gaze: np.ndarray,
     """
     out = shape.copy()
     own = topo.eye_gazes(source) if source_gazes is None else source_gazes
+    if limits is not None:
+        gaze = [float(soft_limit(gaze[0], limits.gaze_x, limits.knee)),
+                float(soft_limit(gaze[1], limits.gaze_y, limits.knee))]
     for k, ((mid, axis, down, width), iris, contour) in enumerate(zip(
             topo.eye_frames(shape), (topo.RIGHT_IRIS, topo.LEFT_IRIS), (topo.RIGHT_EYE, topo.LEFT_EYE),
             strict=True)):
-        g = own[k] + gaze if limits is None else own[k] + [float(soft_limit(gaze[0], limits.gaze_x, limits.knee)),
-                                                           float(soft_limit(gaze[1], limits.gaze_y, limits.knee))]
+        g = own[k] + gaze
         centre = mid + width * (g[0] * axis + g[1] * down)
         out[iris, :2] = source[iris, :2] - source[iris[0], :2] + centre
         out[iris, 2] = source[iris, 2] + (shape[contour, 2] - source[contour, 2]).mean()

@@ -112,8 +112,9 @@ def eye_frames(points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndar
     out = []
     for a, b, _ in _EYE_CORNERS_AND_IRIS:
         left, right = points[a, :2].astype(np.float64), points[b, :2].astype(np.float64)
-        width = float(np.linalg.norm(right - left))
-        axis = (right - left) / max(width, 1e-9)
+        span = right - left
+        width = float(np.sqrt(span.dot(span)))  # = np.linalg.norm(span), as it computes it
+        axis = span / max(width, 1e-9)
         out.append(((left + right) / 2, axis, np.array([-axis[1], axis[0]]), width))
     return out
 
