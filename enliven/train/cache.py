@@ -138,7 +138,7 @@ def build_landmark_cache(data_dir: Path, cache_dir: Path, splits: tuple[str, ...
         bar.set_postfix_str(Path(row.file).stem[:24])
         points, fps, size = track_clip(clip)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".tmp.npz")
+        tmp = dest.parent / f"{dest.stem}.{os.getpid()}.tmp.npz"  # per process: two runs may build it at once
         np.savez_compressed(tmp, points=points, fps=np.float64(fps), size=np.array(size), key=np.array(key))
         os.replace(tmp, dest)
         found = np.isfinite(points[:, 0, 0]).mean()

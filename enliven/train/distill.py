@@ -55,6 +55,8 @@ class DistillConfig:
     lr_all: float = 2e-4
     feature_weight: float = 1.0  # phase 1: the stem's output against the teacher's level-1 features
     mask_weight: float = 0.25
+    gt_weight: float = 0.0  # from gt_from on: + this x the region-weighted L1 to the real frame (the pairs' target)
+    gt_from: int = 0
     dev_every: int = 250
     dev_pairs: int = 160
     seed: int = 0
@@ -85,8 +87,9 @@ def teacher_level1(teacher: Refiner, warped: torch.Tensor, drawing: torch.Tensor
 
 
 def distill_loss(student: Refiner, teacher: Refiner, b: Batch, code: torch.Tensor, cfg: DistillConfig,
-                 phase1: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    """Region-weighted L1 of refined images and masks against the teacher's (+ the stem's features in phase 1)."""
+                 phase1: bool, gt_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Region-weighted L1 of refined images and masks against the teacher's (+ the stem's features in phase 1,
+    + ``gt_weight`` x the region-weighted L1 of the refined image to the real frame)."""
     with torch.no_grad():
         t = teacher.decoder(b.warped, b.drawing, b.gate, code)
         t_feat = teacher_level1(teacher, b.warped, b.drawing) if phase1 else None
@@ -96,6 +99,10 @@ def distill_loss(student: Refiner, teacher: Refiner, b: Batch, code: torch.Tenso
     mask = ((s.mask - t.mask).abs() * b.gate).sum() / b.gate.sum().clamp_min(1)
     loss = img + cfg.mask_weight * mask
     parts = {"img_l1": img.item(), "mask_l1": mask.item()}
+    if gt_weight > 0:
+        gt = (((b.warped + s.delta).clamp(0, 1) - b.target).abs() * w).sum() / (w.sum() * 3).clamp_min(1)
+        loss = loss + gt_weight * gt
+        parts["gt_l1"] = gt.item()
     if phase1:
         feat = F.l1_loss(student.decoder.stem(torch.cat([b.warped * 2 - 1, b.drawing * 2 - 1], dim=1)), t_feat)
         loss = loss + cfg.feature_weight * feat
@@ -161,6 +168,8 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
         if step >= cfg.new_layers_steps:
             opt = torch.optim.Adam(student.decoder.parameters(), lr=cfg.lr_all)
         opt.load_state_dict(state["opt"])
+        for group in opt.param_groups:  # the rate of this run's config, not the checkpoint's
+            group["lr"] = cfg.lr_all if step >= cfg.new_layers_steps else cfg.lr_new
         log.info("resumed at step %d (best dev gap %.5f)", step, best)
     history = run_dir / "dev.jsonl"
     t0 = time.perf_counter()
@@ -170,7 +179,8 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
         b = batch_at(train, cfg, step, augment)
         with torch.no_grad():
             code = teacher.encoder(b.source)
-        loss, parts = distill_loss(student, teacher, b, code, cfg, step < cfg.new_layers_steps)
+        loss, parts = distill_loss(student, teacher, b, code, cfg, step < cfg.new_layers_steps,
+                                   cfg.gt_weight if step >= cfg.gt_from else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.decoder.parameters(), 1.0)
@@ -201,9 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", default=DistillConfig.run_dir, help="run folder (checkpoints, dev history, weights)")
     p.add_argument("--steps", type=int, default=DistillConfig.steps)
     p.add_argument("--threads", type=int, default=DistillConfig.threads)
+    p.add_argument("--gt-weight", type=float, default=0.0, help="weight of the L1 to the real frames (0: pure distillation)")
+    p.add_argument("--gt-from", type=int, default=0, help="the step from which that term counts")
+    p.add_argument("--lr-all", type=float, default=DistillConfig.lr_all, help="learning rate of phase 2")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run(DistillConfig(pairs_dir=a.pairs, run_dir=a.run, steps=a.steps, threads=a.threads))
+    run(DistillConfig(pairs_dir=a.pairs, run_dir=a.run, steps=a.steps, threads=a.threads, gt_weight=a.gt_weight,
+                      gt_from=a.gt_from, lr_all=a.lr_all))
 
 
 if __name__ == "__main__":
