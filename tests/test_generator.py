@@ -224,6 +224,55 @@ def test_shipped_weights_load_and_match_their_sha256() -> None:
     assert model.config.resolution_px == 128 and not model.training
 
 
+def test_the_distilled_refiner_ships_and_is_cheaper() -> None:
+    """refiner128s: the student of refiner128 (its own weights, sha256, data card and the frame path's contract),
+    with no convolution at the full 128 px (the thin full-resolution ones are what int8 kernels run worst)."""
+    from enliven.engine.choices import FACE_REFINERS, FAST_REFINER
+    from enliven.engine.contract import FRAME_PATH_CONTRACT
+
+    assert FAST_REFINER in FACE_REFINERS and FAST_REFINER != gen.DEFAULT_GENERATOR
+    path = gen.shipped_weights_path(FAST_REFINER)
+    assert path.name == "refiner128s.pt" and (gen.WEIGHTS_DIR / "refiner128s.md").exists()
+    student, teacher = gen.load_generator(FAST_REFINER), gen.load_generator()
+    assert student.config.top == "shuffle" and teacher.config.top == "full"
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict() and blob["meta"]["teacher"] == "refiner128"
+    def conv_sides(model: gen.Refiner) -> set[int]:
+        sides: set[int] = set()
+        hooks = [m.register_forward_hook(lambda _m, _i, out: sides.add(out.shape[-1]))
+                 for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            model(*inputs(model, n=1))
+        for h in hooks:
+            h.remove()
+        return sides
+
+    assert max(conv_sides(teacher)) == 128 and max(conv_sides(student)) == 64
+    # the photo's code is the teacher's (its encoder was copied and kept)
+    x = inputs(student)
+    with torch.no_grad():
+        torch.testing.assert_close(student.encoder(x[0]), teacher.encoder(x[0]))
+
+
+def test_the_distilled_refiner_gives_nearly_the_teachers_frames(astronaut, astronaut_face) -> None:
+    """Through the Animator (ONNX Runtime), the student's crops differ from the teacher's by a grey level or two
+    on average, and each runs its own weights."""
+    from enliven.animation.animator import Animator, AnimatorConfig
+
+    outs = {}
+    for name in ("refiner128", "refiner128s"):
+        with Animator(AnimatorConfig(output="crop", generator=name, eye_patch_weights=None)) as anim:
+            anim.prepare(astronaut)
+            moved = astronaut_face.landmarks.copy()
+            moved[:, 1] += 6.0
+            for k in range(3):
+                outs[name] = anim.step_landmarks(moved if k else astronaut_face.landmarks, t=k / 30).astype(int)
+    diff = np.abs(outs["refiner128"] - outs["refiner128s"])
+    assert 0 < diff.mean() < 2.0, diff.mean()
+    with pytest.raises(ValueError, match="generator"):
+        AnimatorConfig(generator="refiner64")
+
+
 def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astronaut_face) -> None:
     """The default backend (exported graphs in ONNX Runtime) gives torch's frames, to rounding."""
     from enliven.animation.animator import Animator, AnimatorConfig

@@ -17,7 +17,7 @@ from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
-from ..models.shipped import sha256_file, shipped_file
+from ..models.shipped import check_sha256, sha256_file, shipped_file
 from .compare import verify
 from .graphs import OPSET, ExportedGenerator
 from .to_onnx import export_generator
@@ -85,17 +85,21 @@ def publish(tmp: Path, final: Path) -> None:
 
 
 def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
-                    batch: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT) -> ExportedGenerator:
-    """The exported graphs of ``weights`` (None: the shipped generator), exporting them if needed.
+                    batch: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT,
+                    generator: str | None = None) -> ExportedGenerator:
+    """The exported graphs of ``weights`` (None: the shipped generator ``generator``, by default the default
+    one), exporting them if needed.
 
     ``expected``: the input contract the frame path will feed (the weights must record it; a cached export
     records the contract it was checked against).
     Raises: ModelFileError when the weights are missing/corrupt, trained for another input contract, or the
     export fails its checks.
     """
-    path = Path(weights) if weights is not None else shipped_file(None, expected.warp_version)
+    path = Path(weights) if weights is not None else shipped_file(generator, expected.warp_version)
     if not path.is_file():
         raise ModelFileError(f"weights file {path} is missing")
+    if weights is None:
+        check_sha256(path)  # shipped weights: as their .sha256 file says
     digest = sha256_file(path)[:16]
     name = f"{path.stem}-{digest}-{precision}-{'dyn' if batch is None else f'b{batch}'}-op{OPSET}-v{FORMAT_VERSION}"
     root = models_dir()
@@ -111,7 +115,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
         return found
     from ..models.generator import load_generator
 
-    model = load_generator(path=path, expected=expected)  # checks the sha256 of shipped weights
+    model = load_generator(path=path, expected=expected)
     final, tmp = export_dirs(final)
     try:
         exported = export_generator(model, tmp, batch=batch, precision=precision, stem=STEM)

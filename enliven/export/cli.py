@@ -23,7 +23,7 @@ def _batch(text: str) -> int | None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..models.generator import load_generator
+    from ..models.generator import DEFAULT_GENERATOR, load_generator
     from .to_onnx import export_generator
 
     model = load_generator(path=args.weights)
@@ -31,7 +31,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     report: dict[str, object] = {}
     for precision in args.precision:
         exported = export_generator(model, out / precision, batch=args.batch, precision=precision,
-                                    opset=args.opset, stem=(args.weights.stem if args.weights else "refiner128"))
+                                    opset=args.opset, stem=(args.weights.stem if args.weights else DEFAULT_GENERATOR))
         diffs = verify(model, exported)
         report[precision] = {"encoder": str(exported.encoder), "decoder": str(exported.decoder),
                              "decoder_bytes": exported.decoder.stat().st_size, "opset": exported.opset,

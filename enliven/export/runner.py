@@ -22,8 +22,9 @@ from .cache import ensure_exported
 
 
 def open_runner(weights: str | Path | None = None, backend: Backend = "onnxruntime", precision: Precision = "fp32",
-                threads: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT) -> GeneratorRunner:
-    """A runner for the shipped generator (or a weights file) on ``backend``.
+                threads: int | None = None, expected: InputContract = FRAME_PATH_CONTRACT,
+                generator: str | None = None) -> GeneratorRunner:
+    """A runner for the shipped generator ``generator`` (None: the default one), or a weights file, on ``backend``.
 
     onnxruntime: the graphs are exported once per weights file and precision and cached (see
     ``enliven.export.cache``); torch: the module itself, float32 only.
@@ -38,13 +39,14 @@ def open_runner(weights: str | Path | None = None, backend: Backend = "onnxrunti
             raise ValueError(f"the torch backend runs fp32 only; got precision {precision!r}")
         from ..models.generator import load_generator
 
-        model = load_generator(path=Path(weights) if weights else None, expected=expected)
+        model = load_generator(generator, path=Path(weights) if weights else None, expected=expected)
         t = threads or 1  # see TorchModel: a second torch thread stalls on a busy 2-core machine
         return GeneratorRunner(TorchModel(model.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=t),
                                TorchModel(model.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=t),
                                model.config.resolution_px)
     if backend != "onnxruntime":
         raise ValueError(f"backend must be 'onnxruntime' or 'torch'; got {backend!r}")
-    graphs = ensure_exported(Path(weights) if weights else None, precision, batch=1, expected=expected)
+    graphs = ensure_exported(Path(weights) if weights else None, precision, batch=1, expected=expected,
+                             generator=generator)
     cfg = RuntimeConfig(intra_op_threads=threads)
     return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)

@@ -10,10 +10,11 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
+from ..engine.choices import DEFAULT_REFINER
 from ..engine.errors import ModelFileError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_GENERATOR = "refiner128"
+DEFAULT_GENERATOR = DEFAULT_REFINER
 
 
 class ShippedWeights(NamedTuple):
@@ -25,6 +26,8 @@ class ShippedWeights(NamedTuple):
 
 SHIPPED: dict[str, ShippedWeights] = {
     "refiner128": ShippedWeights("refiner128.pt", ((4, "refiner128_warp4.pt"),)),  # 4: step 7228, squashing lids
+    # the distilled student of refiner128.pt; on the squashing warp, step 7228 (no student was made for it)
+    "refiner128s": ShippedWeights("refiner128s.pt", ((4, "refiner128_warp4.pt"),)),
     "patch-eye64": ShippedWeights("patch_eye64.pt", ((4, "patch_eye64_warp4.pt"),)),  # 4: behind step 7228
 }
 

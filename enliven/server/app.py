@@ -43,8 +43,8 @@ def inference_options(config: ServerConfig, workers: int) -> InferenceOptions:
     (one ONNX Runtime thread each when there is a worker per core: a second thread per worker only
     oversubscribes the cores and waits for its partner)."""
     if workers <= 0:
-        return InferenceOptions(config.precision)
-    return InferenceOptions(config.precision, threads=max(1, usable_cores() // workers))
+        return InferenceOptions(config.precision, generator=config.refiner)
+    return InferenceOptions(config.precision, threads=max(1, usable_cores() // workers), generator=config.refiner)
 
 
 def usable_cores() -> int:

@@ -10,6 +10,8 @@ from enliven.engine.choices import (
     DEFAULT_CROP_SIZE_PX,
     DEFAULT_ENGINE,
     ENGINES,
+    FACE_REFINERS,
+    FAST_REFINER,
     EngineName,
 )
 
@@ -60,6 +62,8 @@ class ServerConfig:
     crop_size_px: int = DEFAULT_CROP_SIZE_PX  # default output size of the animated face, one of choices.CROP_SIZES_PX
     precision: Precision = "int8"  # of the trained refiner's per-frame graph: int8 takes about half the CPU of
     #                                fp32 for 0.04 dB face PSNR (benchmarks/QUALITY.md); more sessions per core
+    refiner: str = FAST_REFINER  # the trained engine's face refiner: its distilled student (refiner128s: ~40 %
+    #                                less decoder time for 0.06 dB face PSNR on val) or "refiner128"
     offer_timeout_s: float = 30.0  # a created session must post its offer within this long
     connect_timeout_s: float = 20.0  # after the offer, the data channel must say hello within this long
     idle_timeout_s: float = 60.0  # a connected session with no webcam frame for this long is ended
@@ -112,6 +116,8 @@ class ServerConfig:
             raise ValueError(f"engine must be one of {ENGINES}; got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if self.refiner not in FACE_REFINERS:
+            raise ValueError(f"refiner must be one of {FACE_REFINERS}; got {self.refiner!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be 0 (in-process threads) or more; got {self.workers}")
         if self.max_sessions < 1:

@@ -22,7 +22,13 @@ import cv2
 import numpy as np
 
 from enliven.animation.animator import Animator, AnimatorConfig
-from enliven.engine.choices import DEFAULT_CROP_SIZE_PX, DEFAULT_ENGINE, EngineName
+from enliven.engine.choices import (
+    DEFAULT_CROP_SIZE_PX,
+    DEFAULT_ENGINE,
+    DEFAULT_REFINER,
+    FACE_REFINERS,
+    EngineName,
+)
 from enliven.engine.disclosure import stamp_disclosure
 from enliven.engine.image_io import encode_png
 from enliven.engine.motion import EyesMode, MotionGains, TransferMode
@@ -71,10 +77,13 @@ class InferenceOptions:
     precision: Precision = "fp32"  # of the refiner's per-frame graph (the server's default is int8: see config.py)
     threads: int | None = None  # ONNX Runtime intra-op threads per session; None: the usable cores, at most 4.
     #                             With a worker per core, 1: more threads than cores only wait for each other
+    generator: str = DEFAULT_REFINER  # the shipped face refiner (the server's default is its student: config.py)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if self.generator not in FACE_REFINERS:
+            raise ValueError(f"generator must be one of {FACE_REFINERS}; got {self.generator!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1 (or None); got {self.threads}")
 
@@ -95,7 +104,8 @@ def animator_config(settings: EngineSettings, inference: InferenceOptions = FP32
     its refiner run as ``inference`` says."""
     return AnimatorConfig(crop_size_px=settings.crop_size_px, mode=settings.mode, output="crop",
                           engine=settings.engine, gains=settings.gains, eyes=settings.eyes,
-                          precision=inference.precision, generator_threads=inference.threads)
+                          precision=inference.precision, generator_threads=inference.threads,
+                          generator=inference.generator)
 
 
 def preview_png(photo: np.ndarray, max_side_px: int = PREVIEW_MAX_SIDE_PX) -> bytes:

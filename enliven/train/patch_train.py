@@ -52,6 +52,8 @@ from .dataset import PairConfig, _person_split, plan_pairs, read_frames, self_re
 from .loop import _Stop
 from .losses import masked_l1, ms_ssim
 
+TEACHER_REFINER = "refiner128"  # the face refiner the patch pairs are refined by
+
 log = logging.getLogger(__name__)
 
 KINDS = {"eye": ("right_eye", "left_eye"), "mouth": ("mouth",)}
@@ -113,7 +115,9 @@ def build_patch_pairs(data_dir: Path, cache_dir: Path, cfg: PatchPairConfig, sub
     for i, p in enumerate(plans):
         by_clip.setdefault(p.clip, []).append(i)
     clip_ids = sorted(by_clip)
-    face = load_generator(expected=contract_for(cfg.warp_version))  # the shipped face refiner of that warp (torch)
+    # The face refiner the shipped patches were trained behind (refiner128 of that warp, in torch; its distilled
+    # student, which the live server runs, gives nearly the same crops: weights/refiner128s.md).
+    face = load_generator(TEACHER_REFINER, expected=contract_for(cfg.warp_version))
     runner = GeneratorRunner(TorchModel(face.encoder, ENCODER_INPUTS, ENCODER_OUTPUTS, threads=1),
                              TorchModel(face.decoder, DECODER_INPUTS, DECODER_OUTPUTS, threads=1),
                              face.config.resolution_px)

@@ -250,7 +250,9 @@ def test_serve_subcommand() -> None:
     assert config_from_args(parser.parse_args(["serve", "--engine", "analytic"])).engine == "analytic"
     assert config_from_args(parser.parse_args(["serve"])).precision == "int8"
     assert config_from_args(parser.parse_args(["serve", "--precision", "fp32"])).precision == "fp32"
-    for bad in (["--size", "300"], ["--engine", "gan"], ["--precision", "fp16"]):
+    assert config_from_args(parser.parse_args(["serve"])).refiner == "refiner128s"  # the distilled one: density
+    assert config_from_args(parser.parse_args(["serve", "--refiner", "refiner128"])).refiner == "refiner128"
+    for bad in (["--size", "300"], ["--engine", "gan"], ["--precision", "fp16"], ["--refiner", "refiner64"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", *bad])
 
@@ -260,10 +262,17 @@ def test_workers_share_the_cores_among_their_refiners(monkeypatch: pytest.Monkey
     than cores split them; sessions in threads of the server keep the runtime's default."""
     monkeypatch.setattr(app, "usable_cores", lambda: 4)
     config = ServerConfig(precision="fp32")
-    assert app.inference_options(config, 4) == InferenceOptions("fp32", threads=1)
-    assert app.inference_options(config, 2) == InferenceOptions("fp32", threads=2)
-    assert app.inference_options(config, 8) == InferenceOptions("fp32", threads=1)
-    assert app.inference_options(ServerConfig(), 0) == InferenceOptions("int8", threads=None)
+    fast = "refiner128s"  # the server's refiner unless --refiner says otherwise
+    assert app.inference_options(config, 4) == InferenceOptions("fp32", threads=1, generator=fast)
+    assert app.inference_options(config, 2) == InferenceOptions("fp32", threads=2, generator=fast)
+    assert app.inference_options(config, 8) == InferenceOptions("fp32", threads=1, generator=fast)
+    assert app.inference_options(ServerConfig(), 0) == InferenceOptions("int8", threads=None, generator=fast)
+    full = ServerConfig(refiner="refiner128")
+    assert app.inference_options(full, 2) == InferenceOptions("int8", threads=2, generator="refiner128")
+    with pytest.raises(ValueError):
+        ServerConfig(refiner="refiner64")
+    with pytest.raises(ValueError):
+        InferenceOptions(generator="refiner64")
     with pytest.raises(ValueError):
         InferenceOptions("fp16")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

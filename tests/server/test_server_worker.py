@@ -156,11 +156,13 @@ def test_worker_answers_each_request(webcam: np.ndarray) -> None:
 def test_the_workers_inference_options_reach_every_sessions_animator() -> None:
     """The server's --precision and the worker's thread share become each session's AnimatorConfig, also
     after a switch of size or engine."""
-    options = InferenceOptions("int8", threads=1)
+    options = InferenceOptions("int8", threads=1, generator="refiner128s")
     config = animator_config(EngineSettings(engine="trained"), options)
-    assert (config.precision, config.generator_threads, config.engine) == ("int8", 1, "trained")
+    assert (config.precision, config.generator_threads, config.engine, config.generator) == (
+        "int8", 1, "trained", "refiner128s")
     default = animator_config(EngineSettings())
-    assert (default.precision, default.generator_threads) == ("fp32", None), "the Animator's own defaults"
+    assert (default.precision, default.generator_threads, default.generator) == ("fp32", None, "refiner128"), \
+        "the Animator's own defaults"
     worker = Worker(options)
     assert worker.handle(PrepareRequest("a", ANALYTIC, 0, 0)) == PreparedReply(face_count=1)
     assert worker.sessions["a"].inference == options
