@@ -138,16 +138,21 @@ class SessionEngine:
         EnlivenError kinds."""
         raise NotImplementedError
 
-    async def animate(self, item: InputFrame | InputPoints) -> OutputFrame:
-        """Animate one camera frame or one message of face points (in the session's thread)."""
+    async def animate(self, item: InputFrame | InputPoints,
+                      newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+        """Animate one camera frame or one message of face points (in the session's thread).
+
+        ``newer``: for face points, where the newest message waiting may be taken instead of ``item`` once
+        the engine can start (e.g. ``NewestSlot.take_newer``)."""
         if isinstance(item, InputPoints):
-            return await self.run(self._animate_points, item)
+            return await self.run(self._animate_points, item, newer)
         return await self.run(self._animate, item)
 
     def _animate(self, item: InputFrame) -> OutputFrame:
         raise NotImplementedError
 
-    def _animate_points(self, item: InputPoints) -> OutputFrame:
+    def _animate_points(self, item: InputPoints,
+                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
         raise NotImplementedError
 
     async def photo_png(self) -> bytes | None:
@@ -207,8 +212,9 @@ class ThreadEngine(SessionEngine):
         frame = av.VideoFrame.from_ndarray(out.image, format="rgb24")
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
-    def _animate_points(self, item: InputPoints) -> OutputFrame:
-        new, reset = self._take_pending()
+    def _animate_points(self, item: InputPoints,
+                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+        new, reset = self._take_pending()  # the session's own thread: nothing else to wait for, ``newer`` unused
         session = self._session
         if session is None:
             raise RuntimeError("the session's photo is gone")
@@ -279,15 +285,25 @@ class ProcessEngine(SessionEngine):
                                                yuv.tobytes()))
         return self._output(reply, item, "animate the frame")
 
-    def _animate_points(self, item: InputPoints) -> OutputFrame:
+    def _animate_points(self, item: InputPoints,
+                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
         if self._worker is None:
             raise RuntimeError("the session's photo is gone")
-        msg = item.message
-        new, reset = self._take_pending()
-        points = None if msg.points is None else msg.points.astype("<f4").tobytes()
-        reply = self._worker.call(PointsRequest(self.name, self._session_time_s(item), msg.frame_id, new, reset,
-                                                points))
-        return self._output(reply, item, "animate the points")
+        taken = [item]
+
+        def request() -> PointsRequest:
+            # Made once this session's worker is free: it may have been animating another session's frame,
+            # and points that came meanwhile are newer than the ones read before (those would only add latency).
+            fresher = newer() if newer is not None else None
+            if isinstance(fresher, InputPoints):
+                taken[0] = fresher
+            msg = taken[0].message
+            new, reset = self._take_pending()
+            points = None if msg.points is None else msg.points.astype("<f4").tobytes()
+            return PointsRequest(self.name, self._session_time_s(taken[0]), msg.frame_id, new, reset, points)
+
+        reply = self._worker.call(request)
+        return self._output(reply, taken[0], "animate the points")
 
     def _output(self, reply: Reply, item: InputFrame | InputPoints, what: str) -> OutputFrame:
         """The worker's animated frame (I420 planes) as an output frame; its settings become the engine's."""
@@ -334,7 +350,7 @@ async def animate_newest(engine: SessionEngine, inbox: NewestSlot[InputFrame] | 
         except SlotClosed:
             return
         try:
-            out = await engine.animate(item)
+            out = await engine.animate(item, inbox.take_newer)
         except WorkerError as e:  # the worker process died: this session cannot go on
             logger.warning("session %s: %s", engine.short, e)
             return

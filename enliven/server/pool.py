@@ -5,6 +5,7 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -51,11 +52,14 @@ class WorkerHandle:
             self.kill()
             raise WorkerError(f"worker {self.index} sent {type(ready).__name__} instead of ReadyReply")
 
-    def call(self, request: Request, timeout_s: float = CALL_TIMEOUT_S) -> Reply:
-        """Send one request and wait for its reply."""
+    def call(self, request: Request | Callable[[], Request], timeout_s: float = CALL_TIMEOUT_S) -> Reply:
+        """Send one request and wait for its reply. ``request`` may be a function that makes it: it is called
+        once this worker is free (another session's frame may have held it), so it can use what is newest then."""
         with self._lock:
             if not self.alive:
                 raise WorkerError(f"worker {self.index} is gone")
+            if callable(request):
+                request = request()
             try:
                 send(self.conn, request)
                 if not self.conn.poll(timeout_s):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,33 +39,50 @@ class SlotClosed(Exception):
 
 
 class NewestSlot(Generic[T]):
-    """A one-item mailbox: ``put`` replaces an unread item (counted as dropped), ``get`` waits for one."""
+    """A one-item mailbox: ``put`` replaces an unread item (counted as dropped), ``get`` waits for one.
+
+    ``take_newer`` may be called from another thread (the one animating the item ``get`` gave last).
+    """
 
     def __init__(self) -> None:
         self._item: T | None = None
         self._event = asyncio.Event()
         self._closed = False
+        self._lock = threading.Lock()  # put and get run in the event loop, take_newer in a session's thread
         self.put_count = 0  # items put
-        self.dropped = 0  # items replaced before anyone read them
+        self.dropped = 0  # items replaced before anyone read them, or read and superseded (take_newer)
 
     def put(self, item: T) -> None:
         if self._closed:
             return
-        if self._item is not None:
-            self.dropped += 1
-        self._item = item
-        self.put_count += 1
+        with self._lock:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self.put_count += 1
         self._event.set()
 
     async def get(self) -> T:
-        while self._item is None:
+        while True:
             if self._closed:
                 raise SlotClosed
+            with self._lock:
+                item, self._item = self._item, None
+            if item is not None:
+                return item
             self._event.clear()
-            await self._event.wait()
-        if self._closed:
-            raise SlotClosed
-        item, self._item = self._item, None
+            if self._item is None:  # put between the take and the clear: its set() came first
+                await self._event.wait()
+
+    def take_newer(self) -> T | None:
+        """The waiting item, if any, taken now: it supersedes the item read last (which counts as dropped).
+
+        For a session's thread that waited for a shared worker: animating what arrived meanwhile instead
+        of what it read before only cuts latency."""
+        with self._lock:
+            item, self._item = self._item, None
+            if item is not None:
+                self.dropped += 1
         return item
 
     @property

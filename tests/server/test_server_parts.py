@@ -43,6 +43,54 @@ def test_newest_slot_keeps_only_the_newest() -> None:
     assert got == [9, 42] and dropped == 9 and closed == 1
 
 
+def test_a_session_waiting_for_its_shared_worker_animates_the_newest_points() -> None:
+    """Two sessions share a worker: while one waits for the other's frame, its page's next points arrive. The
+    request is made once the worker is free, from those newer points (the older ones count as dropped)."""
+    import threading
+
+    from enliven.server.engines import ProcessEngine
+    from enliven.server.points import InputPoints, PointsMessage
+    from enliven.server.protocol import FrameReply, PointsRequest
+    from enliven.server.session_animator import EngineSettings
+
+    def points(frame_id: int) -> InputPoints:
+        return InputPoints(PointsMessage(frame_id, 0.0, 640, 480, None), arrived_s=float(frame_id))
+
+    sent: list[PointsRequest] = []
+
+    class BusyWorker:  # the other session's frame is running: a newer message comes before this one can start
+        def __init__(self, slot: NewestSlot[InputPoints]) -> None:
+            self.slot = slot
+
+        def call(self, request: object) -> FrameReply:
+            done = threading.Event()
+            loop.call_soon_threadsafe(lambda: (self.slot.put(points(8)), done.set()))
+            done.wait(5)
+            made = request() if callable(request) else request
+            sent.append(made)
+            i420 = bytes(256 * 256 * 3 // 2)
+            return FrameReply(256, False, 1.0, EngineSettings(), i420)
+
+    async def go() -> None:
+        slot: NewestSlot[InputPoints] = NewestSlot()
+        engine = ProcessEngine("s", EngineSettings(), pool=None)  # type: ignore[arg-type]
+        engine._worker = BusyWorker(slot)  # type: ignore[assignment]
+        slot.put(points(7))
+        first = await slot.get()
+        out = await engine.animate(first, slot.take_newer)
+        assert out.arrived_s == 8.0 and slot.dropped == 1 and slot.depth == 0
+        assert slot.take_newer() is None and slot.dropped == 1
+        engine._worker = None
+        await engine.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert [r.frame_id for r in sent] == [8]
+
+
 def _packet(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
     p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=int(marker))
     p._data = data  # type: ignore[attr-defined]
