@@ -53,6 +53,9 @@ ENGINES = (
     Engine("trained, onnxruntime int8", {"precision": "int8"}),
     Engine("trained, onnxruntime fp32, pipelined", {}, pipelined=True),
     Engine("trained, onnxruntime int8, pipelined", {"precision": "int8"}, pipelined=True),
+    Engine("trained, refiner128s (distilled), onnxruntime fp32", {"generator": "refiner128s"}),
+    Engine("trained, refiner128s (distilled), onnxruntime int8 (the server's)",
+           {"generator": "refiner128s", "precision": "int8"}),
     Engine("trained, onnxruntime fp32, no eye patch",  # 512 only: the default there runs the eye patch refiner
            {"eye_patch_weights": None}),
 )
@@ -182,7 +185,7 @@ def run(frames: int = 300, sizes: tuple[int, ...] = (256, 512), write: bool = Fa
     for engine in engines:
         for s in sizes:
             if "eye_patch_weights" in engine.overrides and s != 512:
-                continue  # the patch refiners run on 512 crops
+                continue  # the eye patch's own cost: recorded at 512
             config = replace(AnimatorConfig(), crop_size_px=s, **engine.overrides)
             r = bench_config(config, frames, engine.pipelined)
             r["engine"] = engine.label
