@@ -112,8 +112,8 @@ class SessionActor:
         # so the image being processed: let that be the built-in photo, never the user's. (The analytic
         # engine runs all of MediaPipe; the trained one's generator adds no such import.)
         await asyncio.to_thread(warm_up, builtin_photo(), ("analytic",))
-        engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug, InferenceOptions(self.config.precision,
-                                                                                  generator=self.config.refiner))
+        inference = InferenceOptions(self.config.precision, generator=self.config.refiner)
+        engine = ThreadEngine(self.sid, self.settings, self.photos, self.debug, inference)
         try:
             # the front door decoded the user's file in its capped child and sent a PNG of its own making
             photo = None if upload is None else await asyncio.to_thread(
