@@ -271,8 +271,11 @@ def test_an_interrupted_run_leaves_the_previous_output_and_nothing_partial(tmp_p
     before = _listing(tmp_path)
     # The mp4 runs the pipelined path (a driving video: a landmark child process); the others the built-in motion.
     driver = [str(long_driving_clip)] if name == "out.mp4" else []
+    # SIGINT back to its default in the child: a suite started in the background of a shell (SIGINT ignored, and
+    # inherited) would otherwise start a CLI that Python never gives a KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "enliven.cli", "animate", str(photo), *driver, "-o", output,
-                             "--engine", "analytic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--engine", "analytic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stderr = bytearray()
 
     def read_stderr() -> None:
