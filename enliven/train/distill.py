@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +31,7 @@ from ..engine.contract import contract_for
 from ..models.generator import GeneratorConfig, Refiner, load_generator, save_weights
 from .config import DEFAULT_CACHE_DIR
 from .dataset import AugmentConfig, Batch, PairDataset, collate
+from .loop import seeded_batch
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,6 @@ def distill_loss(student: Refiner, teacher: Refiner, b: Batch, code: torch.Tenso
     return loss, parts
 
 
-def batch_at(train: PairDataset, cfg: DistillConfig, step: int, augment: AugmentConfig) -> Batch:
-    """The batch of ``step``, a pure function of (seed, step) (seeded permutations per epoch)."""
-    n, k = len(train), cfg.batch_size
-    epoch, i = divmod(step, max(n // k, 1))
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-    samples = [train.sample(int(j), np.random.default_rng([cfg.seed, step, m]))
-               for m, j in enumerate(order[i * k:(i + 1) * k])]
-    return collate(samples, augment, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-
-
 @torch.no_grad()
 def dev_check(student: Refiner, teacher: Refiner, dev: PairDataset, count: int) -> dict[str, float]:
     """Student-teacher distance and both models' face PSNR against the real frames on the first dev pairs."""
@@ -176,7 +166,7 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
     while step < cfg.steps:
         if step == cfg.new_layers_steps:
             opt = torch.optim.Adam(student.decoder.parameters(), lr=cfg.lr_all)
-        b = batch_at(train, cfg, step, augment)
+        b = seeded_batch(train, cfg.batch_size, cfg.seed, augment, step)
         with torch.no_grad():
             code = teacher.encoder(b.source)
         loss, parts = distill_loss(student, teacher, b, code, cfg, step < cfg.new_layers_steps,

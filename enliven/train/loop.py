@@ -34,7 +34,7 @@ from ..models.generator import (
 )
 from .cache import build_landmark_cache
 from .config import TrainConfig, to_dict
-from .dataset import Batch, PairDataset, build_pairs, collate
+from .dataset import AugmentConfig, Batch, PairDataset, build_pairs, collate
 from .losses import (
     MultiScaleDiscriminator,
     PerceptualLoss,
@@ -62,15 +62,21 @@ class StepResult:
 
 
 def make_batch(train_set: PairDataset, cfg: TrainConfig, step: int) -> Batch:
+    """The batch of ``step`` of a training run (``seeded_batch`` with the run's batch size, seed and augmentation)."""
+    return seeded_batch(train_set, cfg.optim.batch_size, cfg.seed, cfg.augment, step)
+
+
+def seeded_batch(train_set: PairDataset, batch_size: int, seed: int, augment: AugmentConfig | None,
+                 step: int) -> Batch:
     """The batch of ``step``: a pure function of (seed, step), on the CPU (epochs are seeded permutations)."""
-    n, b = len(train_set), cfg.optim.batch_size
+    n, b = len(train_set), batch_size
     per_epoch = max(n // b, 1)
     epoch, k = divmod(step, per_epoch)
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
     indices = order[k * b:(k + 1) * b] if n >= b else order
-    samples = [train_set.sample(int(i), np.random.default_rng([cfg.seed, step, j])) for j, i in enumerate(indices)]
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    return collate(samples, cfg.augment, gen)
+    samples = [train_set.sample(int(i), np.random.default_rng([seed, step, j])) for j, i in enumerate(indices)]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return collate(samples, augment, gen)
 
 
 class _StepBatches(torch.utils.data.Dataset):
