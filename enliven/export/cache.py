@@ -98,9 +98,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     path = Path(weights) if weights is not None else shipped_file(generator, expected.warp_version)
     if not path.is_file():
         raise ModelFileError(f"weights file {path} is missing")
-    if weights is None:
-        check_sha256(path)  # shipped weights: as their .sha256 file says
-    digest = sha256_file(path)[:16]
+    digest = (sha256_file(path) if weights is not None else check_sha256(path))[:16]  # shipped: as their .sha256 says
     name = f"{path.stem}-{digest}-{precision}-{'dyn' if batch is None else f'b{batch}'}-op{OPSET}-v{FORMAT_VERSION}"
     root = models_dir()
     final = root / name

@@ -73,10 +73,12 @@ def open_patch_runner(eye_weights: str | Path | None, mouth_weights: str | Path 
             return None, 0
         path = shipped_file(name, expected.warp_version) if weights == "shipped" else Path(weights)
         if weights == "shipped":
-            check_sha256(path)
+            digest = check_sha256(path)
         elif not path.is_file():
             raise ModelFileError(f"weights file {path} not found")
-        folder = models_dir() / f"patch-{sha256_file(path)[:16]}-op{OPSET}-v{PATCH_CACHE_VERSION}"
+        else:
+            digest = sha256_file(path)
+        folder = models_dir() / f"patch-{digest[:16]}-op{OPSET}-v{PATCH_CACHE_VERSION}"
         side = _cached_side(folder, path, expected)
         if side is None:
             folder, side = _export_into_cache(path, folder, expected)

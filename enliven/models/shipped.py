@@ -49,11 +49,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_sha256(path: Path) -> None:
-    """Raise ModelFileError when shipped weights are missing or do not match their ``.sha256`` file."""
+def check_sha256(path: Path) -> str:
+    """The sha256 of shipped weights (hex), read once; raises ModelFileError when they are missing or do not
+    match their ``.sha256`` file."""
     if not path.exists():
         raise ModelFileError(f"weights file {path} is missing: reinstall enliven")
+    digest = sha256_file(path)
     digest_file = path.with_suffix(".sha256")
-    if digest_file.exists() and sha256_file(path) != digest_file.read_text().split()[0]:
+    if digest_file.exists() and digest != digest_file.read_text().split()[0]:
         raise ModelFileError(f"weights file {path} does not match its sha256 ({digest_file.name}): "
                              "reinstall enliven")
+    return digest
