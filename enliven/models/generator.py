@@ -199,9 +199,8 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 register(GeneratorSpec("refiner128", GeneratorConfig(), weights=SHIPPED["refiner128"].file,
                        weights_by_warp=SHIPPED["refiner128"].by_warp,  # 4: step 7228, WarpConfig(lid_slide=False)
                        notes="U-Net refiner at 128, FiLM source code; data card weights/refiner128.md"))
-register(GeneratorSpec("refiner128s", GeneratorConfig(top="shuffle"),
-                       weights=SHIPPED["refiner128s"].file if "refiner128s" in SHIPPED else None,
-                       weights_by_warp=SHIPPED["refiner128s"].by_warp if "refiner128s" in SHIPPED else (),
+register(GeneratorSpec("refiner128s", GeneratorConfig(top="shuffle"), weights=SHIPPED["refiner128s"].file,
+                       weights_by_warp=SHIPPED["refiner128s"].by_warp,  # 4: step 7228 (no student for it)
                        notes="refiner128 distilled into a top level at 64 px (train/distill.py); data card "
                              "weights/refiner128s.md"))
 register(GeneratorSpec("patch-eye64", PatchConfig(side_px=64), weights=SHIPPED["patch-eye64"].file,

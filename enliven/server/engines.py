@@ -55,6 +55,7 @@ from .tracks import InputFrame, NewestSlot, OutputFrame, SlotClosed
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Newer = Callable[[], InputFrame | InputPoints | None]  # where a newer input may be taken (NewestSlot.take_newer)
 
 MAX_INPUT_PIXELS = 1920 * 1080  # larger webcam frames are scaled down before they go to a worker
 
@@ -139,7 +140,7 @@ class SessionEngine:
         raise NotImplementedError
 
     async def animate(self, item: InputFrame | InputPoints,
-                      newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+                      newer: Newer | None = None) -> OutputFrame:
         """Animate one camera frame or one message of face points (in the session's thread).
 
         ``newer``: for face points, where the newest message waiting may be taken instead of ``item`` once
@@ -152,7 +153,7 @@ class SessionEngine:
         raise NotImplementedError
 
     def _animate_points(self, item: InputPoints,
-                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+                        newer: Newer | None = None) -> OutputFrame:
         raise NotImplementedError
 
     async def photo_png(self) -> bytes | None:
@@ -213,7 +214,7 @@ class ThreadEngine(SessionEngine):
         return OutputFrame(frame, item.arrived_s, time.monotonic(), out.step_ms, out.face_found)
 
     def _animate_points(self, item: InputPoints,
-                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+                        newer: Newer | None = None) -> OutputFrame:
         new, reset = self._take_pending()  # the session's own thread: nothing else to wait for, ``newer`` unused
         session = self._session
         if session is None:
@@ -286,7 +287,7 @@ class ProcessEngine(SessionEngine):
         return self._output(reply, item, "animate the frame")
 
     def _animate_points(self, item: InputPoints,
-                        newer: Callable[[], InputFrame | InputPoints | None] | None = None) -> OutputFrame:
+                        newer: Newer | None = None) -> OutputFrame:
         if self._worker is None:
             raise RuntimeError("the session's photo is gone")
         taken = [item]

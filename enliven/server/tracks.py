@@ -70,9 +70,8 @@ class NewestSlot(Generic[T]):
                 item, self._item = self._item, None
             if item is not None:
                 return item
-            self._event.clear()
-            if self._item is None:  # put between the take and the clear: its set() came first
-                await self._event.wait()
+            self._event.clear()  # put runs in this loop too: none can come between the take and here
+            await self._event.wait()
 
     def take_newer(self) -> T | None:
         """The waiting item, if any, taken now: it supersedes the item read last (which counts as dropped).
