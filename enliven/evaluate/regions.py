@@ -60,6 +60,11 @@ def mouth_region(points: np.ndarray, size_px: int) -> np.ndarray:
     return _poly_mask(points, (topo.LIPS_OUTER,), MOUTH_GROW, size_px)
 
 
+def inner_mouth_region(points: np.ndarray, size_px: int) -> np.ndarray:
+    """(S, S) float64 mask inside the inner lips: the mouth's interior (teeth, tongue, the dark cavity)."""
+    return _poly_mask(points, (topo.LIPS_INNER,), 1.0, size_px)
+
+
 def face_region(points: np.ndarray, size_px: int) -> np.ndarray:
     """(S, S) float64 mask of the face oval."""
     return _poly_mask(points, (topo.FACE_OVAL,), 1.0, size_px)
@@ -169,6 +174,26 @@ def photo_behaviour(make_animator: Callable[[], object], photo: np.ndarray, moti
     return {"chroma_p99": worst, "still_drift": still_drift(frames, fps)}
 
 
+def region_frames(clip, per_clip: int = 6) -> tuple[int, dict[int, tuple[bool, bool]]] | None:
+    """A clip's source frame and its blink and open-mouth driver frames, at most ``per_clip`` of each.
+
+    Args: clip: a ``train.cache.ClipLandmarks``. Returns (source index, {frame index: (blink, open_mouth)}),
+    the frames evenly spread over each kind; None when the clip has under 10 face frames or neither kind.
+    """
+    found = np.flatnonzero(clip.found)
+    if len(found) < 10:
+        return None
+    src = int(found[0])
+    eyes, mouths = eye_openings(clip.points[found]), mouth_openings(clip.points[found])
+    level = float(np.median(eyes))
+    blinks = found[(eyes < BLINK_FRACTION * level) & (found != src)]
+    opens = found[(mouths > OPEN_MOUTH) & (found != src)]
+    picks = {int(i): (bool(i in set(blinks.tolist())), bool(i in set(opens.tolist())))
+             for group in (blinks, opens) if len(group)
+             for i in group[np.unique(np.linspace(0, len(group) - 1, min(per_clip, len(group))).astype(int))]}
+    return (src, picks) if picks else None
+
+
 def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
                 warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
                 patches: PatchRunner | None = None) -> dict[str, dict[str, float]]:
@@ -183,19 +208,10 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
     """
     scores = RegionScores.empty()
     for clip in tqdm(clips, desc="blinks and open mouths", unit="clip", disable=not progress):
-        found = np.flatnonzero(clip.found)
-        if len(found) < 10:
+        chosen = region_frames(clip, per_clip)
+        if chosen is None:
             continue
-        src = int(found[0])
-        eyes, mouths = eye_openings(clip.points[found]), mouth_openings(clip.points[found])
-        level = float(np.median(eyes))
-        blinks = found[(eyes < BLINK_FRACTION * level) & (found != src)]
-        opens = found[(mouths > OPEN_MOUTH) & (found != src)]
-        picks = {int(i): (bool(i in set(blinks.tolist())), bool(i in set(opens.tolist())))
-                 for group in (blinks, opens) if len(group)
-                 for i in group[np.unique(np.linspace(0, len(group) - 1, min(per_clip, len(group))).astype(int))]}
-        if not picks:
-            continue
+        src, picks = chosen
         frames = read_frames(Path(data_dir) / clip.row.file, {src, *picks})
         if src not in frames:
             continue
