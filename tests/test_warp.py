@@ -296,6 +296,75 @@ def test_head_turns_do_not_fold_the_far_cheek(astronaut):
     assert released[0] == 0.0  # and not while the head is near frontal
 
 
+def _lean_in_frames(astronaut, border_release: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(flow, driven points) of the analytic warp for a driver leaning in 1.5x, then 2x with the jaw wide open
+    (the motion limits keep the head at most ~1.4x), after a calm second; crops of 256."""
+    from enliven.animation.animator import Animator, AnimatorConfig
+    from enliven.engine.canonical import load_canonical
+    from enliven.engine.procedural import builtin_center_px, jaw_open, pose_shape
+    from enliven.engine.warp import WarpConfig
+
+    base, centre, scale = load_canonical().points, builtin_center_px(640), 0.18 * 640
+    out = []
+    with Animator(AnimatorConfig(output="crop", engine="analytic", warp=WarpConfig(border_release=border_release))) as anim:
+        anim.prepare(astronaut)
+        for k in range(25):
+            anim.step_landmarks(pose_shape(base, 0, 0, 0, centre, scale), t=k / 25)
+        for lean, jaw in ((1.5, 0.0), (2.0, 1.0)):
+            anim.step_landmarks(pose_shape(jaw_open(base, jaw), 0, 0, 0, centre, scale * lean), t=2.0)
+            driven = anim.last.driven_points
+            out.append((anim.warper.flow(driven).copy(), driven))
+    return out
+
+
+def _folded_outside_mouth(flow: np.ndarray, driven: np.ndarray) -> np.ndarray:
+    """Jacobian determinants of the map outside the mouth (grown 4 px: its gap is a seam by design)."""
+    import cv2
+
+    mouth = cv2.dilate((inner_mouth_mask(driven, flow.shape[0]) > 0).astype(np.uint8), np.ones((9, 9), np.uint8))
+    return _jacobian_det(flow)[mouth == 0]
+
+
+def test_border_release_lets_a_head_leaning_in_push_the_background_out(astronaut):
+    """A head leaning in (and a jaw opening) onto the crop's lower edge folded the neck against the fixed
+    border anchors: dark blobs under the chin. With the border release (warp version 6) the anchors the chin
+    presses on give way and the map stays orientation-preserving there."""
+    for (held, driven), (released, _) in zip(_lean_in_frames(astronaut, False), _lean_in_frames(astronaut, True),
+                                              strict=True):
+        before, after = _folded_outside_mouth(held, driven), _folded_outside_mouth(released, driven)
+        assert (before <= 0).sum() > 50 and before.min() < -1.0  # the fold the release removes
+        assert (after <= 0).sum() < 20 and after.min() > -0.1
+
+
+def test_border_release_leaves_a_head_in_the_middle_alone(astronaut):
+    """Nothing changes while no face or ring point nears the crop's edge: the built-in motion warps
+    bit-identically with and without the release."""
+    from enliven.animation.animator import Animator, AnimatorConfig
+    from enliven.engine.procedural import builtin_motion
+    from enliven.engine.warp import WarpConfig
+
+    motion = builtin_motion(fps=5.0)
+    outputs = []
+    for release in (False, True):
+        with Animator(AnimatorConfig(output="crop", engine="analytic", warp=WarpConfig(border_release=release))) as anim:
+            anim.prepare(astronaut)
+            outputs.append([anim.step_landmarks(p, t=i / 5).copy() for i, p in enumerate(motion)])
+    for held, released in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(held, released)
+
+
+def test_warp_versions_name_their_configs():
+    from enliven.engine.warp import BORDER_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION, WarpConfig
+
+    for version in (SQUASH_WARP_VERSION, WARP_VERSION, BORDER_WARP_VERSION):
+        assert WarpConfig.of_version(version).version == version
+    assert WarpConfig().version == WARP_VERSION and WarpConfig(border_release=True).version == BORDER_WARP_VERSION
+    with pytest.raises(ValueError, match="version 6"):
+        WarpConfig(lid_slide=False, border_release=True).version  # noqa: B018
+    with pytest.raises(ValueError, match="warp version"):
+        WarpConfig.of_version(3)
+
+
 def test_a_closed_lid_is_covered_with_lid_skin_not_the_iris(astronaut):
     """Halfway between brow and a closed upper lid the output shows the source's halfway lid skin.
 

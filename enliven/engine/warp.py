@@ -28,6 +28,7 @@ DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are to
 WARP_VERSION = 5  # the default warp (sliding lids); bump when a change alters what the analytic output looks like
 LID_SLIDE_WARP_VERSION = WARP_VERSION  # the warp with WarpConfig.lid_slide on (the default since quality v2)
 SQUASH_WARP_VERSION = 4  # WarpConfig(lid_slide=False): a closing eye is squashed (the step-7228 refiner's warp)
+BORDER_WARP_VERSION = 6  # WarpConfig(border_release=True): sliding lids, and the crop's edge gives way (no refiner yet)
 
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
@@ -46,13 +47,39 @@ class WarpConfig:
     fold_start: float = 0.7
     fold_end: float = 0.35
     fold_release: float = 1.0  # regularization of a fully released point, relative to the mean kernel value
+    # Border release: a border anchor that a moving control point (face or head ring) within border_start of
+    # the crop side closes in on (its distance to the anchor below border_squeeze[0] of the source's) is let
+    # go gradually, fully at border_squeeze[1], so a head leaning in or a jaw opening onto the crop's edge
+    # pushes the background out of the crop instead of folding it against the fixed border. Off by default
+    # (warp version 6): it changes the refiner's input on ~10 % of the training pairs, and no refiner is
+    # trained on it yet.
+    border_release: bool = False
+    border_start: float = 0.1  # fraction of the crop side
+    border_squeeze: tuple[float, float] = (0.5, 0.25)
     # Closing lids slide over a still eyeball (eyelids.py) instead of squashing the iris into a slit.
-    # Off by default: the shipped refiner was trained on the warp without it (warp version 4).
+    # On by default since step 7328 was trained on it (warp version 5); False is version 4.
     lid_slide: bool = True
+
+    @classmethod
+    def of_version(cls, version: int) -> WarpConfig:
+        """The default config of an analytic warp version (4, 5 or 6); ValueError for another."""
+        configs = {SQUASH_WARP_VERSION: cls(lid_slide=False), LID_SLIDE_WARP_VERSION: cls(),
+                   BORDER_WARP_VERSION: cls(border_release=True)}
+        if version not in configs:
+            raise ValueError(f"warp version must be one of {sorted(configs)}; got {version}")
+        return configs[version]
 
     @property
     def version(self) -> int:
-        """The analytic warp version this config produces (what a refiner trained on it records)."""
+        """The analytic warp version this config produces (what a refiner trained on it records).
+
+        Raises ValueError for the squashing lids with the border release, a warp no version names.
+        """
+        if self.border_release:
+            if not self.lid_slide:
+                raise ValueError("the border release comes with the sliding lids (warp version 6); "
+                                 "WarpConfig(lid_slide=False) is version 4, without it")
+            return BORDER_WARP_VERSION
         return LID_SLIDE_WARP_VERSION if self.lid_slide else SQUASH_WARP_VERSION
 
 
@@ -150,6 +177,7 @@ class Warper:
     def __post_init__(self) -> None:
         single_thread_blas()
         cfg = self.config
+        cfg.version  # noqa: B018 (a config no warp version names is refused here, not mid-stream)
         self._src_face = self.source_points[topo.WARP_POINTS, :2].astype(np.float64)
         self._canonical = load_canonical().points
         self._src_ring = head_ring(self.source_points, cfg.ring_points, cfg.ring_scale)
@@ -237,6 +265,34 @@ class Warper:
         np.maximum.at(out, behind, w * cfg.fold_release)
         return out
 
+    def _release_border(self, dst: np.ndarray, release: np.ndarray) -> None:
+        """Let go of the border anchors that moving control points press against (into ``release``, in place).
+
+        dst: the control points (face, ring, border, ...) of ``control_points``. Only face and ring points
+        that come within ``border_start`` of the crop's side count; anchor j is released by a smoothstep of
+        how much such a point has closed in on it, d_driven / d_source, from ``border_squeeze[0]`` down to
+        fully at ``border_squeeze[1]``. A head that moves about the middle of the crop never closes in that
+        far, so its frames warp exactly as before.
+        """
+        cfg = self.config
+        if not cfg.border_release:
+            return
+        s = self.size_px
+        moving = len(self._src_face) + len(self._src_ring)
+        pts = dst[:moving]
+        edge = np.minimum(pts, s - 1 - pts).min(axis=1)  # distance to the nearest side (negative outside)
+        near = np.flatnonzero(edge < cfg.border_start * s)
+        if not len(near):
+            return
+        d_drv = np.sqrt(((self._border[:, None, :] - pts[None, near]) ** 2).sum(-1))
+        d_src = np.sqrt(((self._border[:, None, :] - self._src_all[None, near]) ** 2).sum(-1))
+        ratio = (d_drv / np.maximum(d_src, 1e-6)).min(axis=1)
+        r0, r1 = cfg.border_squeeze
+        w = np.clip((r0 - ratio) / (r0 - r1), 0.0, 1.0)
+        w = w * w * (3 - 2 * w)
+        anchors = release[moving:moving + len(self._border)]
+        np.maximum(anchors, w * cfg.fold_release, out=anchors)
+
     def _lift(self, ring: np.ndarray, pose) -> np.ndarray:  # noqa: ANN001 (motion.Pose)
         """Canonical 3-D points (K, 3) that the pose projects onto ``ring`` (K, 2), at the ring's depth.
 
@@ -310,7 +366,9 @@ class Warper:
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
         pose = fit_pose(driven_points, self._canonical)  # the driven head's pose, shared by the two below
         dst, src = self.control_points(driven_points, pose)
-        coef = solve_tps(dst, src, self.config.regularization, self.release(driven_points, len(dst), pose))
+        release = self.release(driven_points, len(dst), pose)
+        self._release_border(dst, release)
+        coef = solve_tps(dst, src, self.config.regularization, release)
         s, cell = self.size_px, self._cell
         gw = s // cell + 2
         fixed_at = len(self._src_face) + len(self._src_ring)  # dst = face, ring, border, ...

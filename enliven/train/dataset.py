@@ -31,7 +31,7 @@ from ..engine.compose import CropTransform, crop, crop_transform
 from ..engine.motion import FaceState, apply_pose, clamp_closures
 from ..engine.refine import face_gate, refiner_inputs, scale_points
 from ..engine.video_io import DrivingVideo
-from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.warp import WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
 from .cache import (
     DEFAULT_CACHE_DIR,
     DEFAULT_DATA_DIR,
@@ -65,11 +65,8 @@ class PairConfig:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
     def warp_config(self) -> WarpConfig:
-        """The analytic warp of ``warp_version``: the default one, or the one with sliding lids."""
-        if self.warp_version not in (WARP_VERSION, SQUASH_WARP_VERSION):
-            raise ValueError(f"pairs.warp_version must be {WARP_VERSION} (sliding lids) or "
-                             f"{SQUASH_WARP_VERSION} (squashed); got {self.warp_version}")
-        return WarpConfig(lid_slide=self.warp_version == WARP_VERSION)
+        """The analytic warp of ``warp_version`` (``WarpConfig.of_version``; ValueError for an unknown one)."""
+        return WarpConfig.of_version(self.warp_version)
 
 
 # --- per-frame measurements, vectorised over frames ------------------------------------------------
