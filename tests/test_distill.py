@@ -52,3 +52,24 @@ def test_distillation_brings_the_student_to_the_teacher_and_resumes(tmp_path) ->
     distill.run(distill.DistillConfig(**{**cfg.__dict__, "steps": 45}), teacher=t)
     rows = [json.loads(line) for line in (run / "dev.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [15, 30, 45]
+
+
+def test_a_student_carried_to_a_new_teacher_starts_from_its_decoder(tmp_path) -> None:
+    """``init``: the student's decoder (new layers too) comes from an earlier student, its encoder from the
+    teacher, and training starts past the new-layers phase: the first check is already near the teacher."""
+    store = tmp_path / "pairs"
+    synthetic_store(store / "train", n=16)
+    synthetic_store(store / "dev", n=8, seed=1)
+    common = dict(pairs_dir=str(store), new_layers_steps=10, batch_size=4, lr_new=3e-3, lr_all=1e-3,
+                  dev_pairs=8, threads=1)
+    t = teacher()
+    first = distill.run(distill.DistillConfig(run_dir=str(tmp_path / "a"), steps=30, dev_every=15, **common), teacher=t)
+    fresh = distill.dev_check(distill.student_from(t), t, distill.PairDataset(store / "dev"), 8)["gap_face_l1"]
+    carried = distill.run(distill.DistillConfig(run_dir=str(tmp_path / "b"), steps=12, dev_every=2,
+                                                init=str(first / "weights_best.pt"), **common), teacher=t)
+    rows = [json.loads(line) for line in (carried / "dev.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [12]  # started at step 10, past phase 1
+    assert rows[0]["gap_face_l1"] < 0.5 * fresh, (fresh, rows)
+    student = gen.load_generator(path=carried / "weights_best.pt")
+    for k, v in t.encoder.state_dict().items():
+        torch.testing.assert_close(student.encoder.state_dict()[k], v.half().float(), rtol=0, atol=0)  # saved as fp16

@@ -62,6 +62,9 @@ class DistillConfig:
     seed: int = 0
     threads: int = 2
     warp_version: int = 5
+    teacher: str = ""  # a weights file of the teacher ("": the shipped refiner of warp_version)
+    init: str = ""  # with no checkpoint yet: the student's decoder from this student weights file, new layers
+    # included (a student of an earlier teacher, carried to a new warp); the encoder is always the teacher's
 
 
 def student_from(teacher: Refiner) -> Refiner:
@@ -140,17 +143,27 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
-    teacher = (teacher or load_generator(expected=contract_for(cfg.warp_version))).eval()
+    if teacher is None:
+        teacher = (load_generator(path=Path(cfg.teacher).expanduser(), expected=contract_for(cfg.warp_version))
+                   if cfg.teacher else load_generator(expected=contract_for(cfg.warp_version)))
+    teacher = teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     student = student_from(teacher)
+    ckpt = run_dir / "checkpoint.pt"
+    if cfg.init and not ckpt.exists():
+        start = load_generator(path=Path(cfg.init).expanduser())  # trained behind another warp: no contract check
+        student.decoder.load_state_dict(start.decoder.state_dict())
+        log.info("student decoder from %s", cfg.init)
     root = Path(cfg.pairs_dir).expanduser()
     augment = AugmentConfig()
     train, dev = PairDataset(root / "train", augment), PairDataset(root / "dev")
     new = [p for k, p in student.decoder.named_parameters() if k.startswith(new_layers(student.config))]
     opt = torch.optim.Adam(new, lr=cfg.lr_new, betas=(0.9, 0.999))
     step, best = 0, float("inf")
-    ckpt = run_dir / "checkpoint.pt"
+    if cfg.init and not ckpt.exists():  # a carried student: no new-layers phase
+        step = cfg.new_layers_steps
+        opt = torch.optim.Adam(student.decoder.parameters(), lr=cfg.lr_all)
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         student.load_state_dict(state["student"])
@@ -185,7 +198,7 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
             with history.open("a") as f:
                 f.write(json.dumps(dev_row) + "\n")
             log.info("dev %s", dev_row)
-            meta = {"step": step, "run": "distill refiner128 step 7328", "teacher": "refiner128"}
+            meta = {"step": step, "run": f"distill {cfg.teacher or 'the shipped refiner128'}", "teacher": "refiner128"}
             save_weights(student, run_dir / "weights_latest.pt", STUDENT, meta, contract_for(cfg.warp_version))
             if dev_row["gap_face_l1"] < best:
                 best = dev_row["gap_face_l1"]
@@ -204,10 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gt-weight", type=float, default=0.0, help="weight of the L1 to the real frames (0: pure distillation)")
     p.add_argument("--gt-from", type=int, default=0, help="the step from which that term counts")
     p.add_argument("--lr-all", type=float, default=DistillConfig.lr_all, help="learning rate of phase 2")
+    p.add_argument("--warp", type=int, default=DistillConfig.warp_version, help="the pairs' (and teacher's) warp version")
+    p.add_argument("--teacher", default="", help="the teacher's weights file (default: the shipped refiner of --warp)")
+    p.add_argument("--init", default="", help="start the student from this student weights file (skips phase 1)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run(DistillConfig(pairs_dir=a.pairs, run_dir=a.run, steps=a.steps, threads=a.threads, gt_weight=a.gt_weight,
-                      gt_from=a.gt_from, lr_all=a.lr_all))
+                      gt_from=a.gt_from, lr_all=a.lr_all, warp_version=a.warp, teacher=a.teacher, init=a.init))
 
 
 if __name__ == "__main__":
