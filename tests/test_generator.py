@@ -228,7 +228,8 @@ def test_the_distilled_refiner_ships_and_is_cheaper() -> None:
     """refiner128s: the student of refiner128 (its own weights, sha256, data card and the frame path's contract),
     with no convolution at the full 128 px (the thin full-resolution ones are what int8 kernels run worst)."""
     from enliven.engine.choices import FACE_REFINERS, FAST_REFINER
-    from enliven.engine.contract import FRAME_PATH_CONTRACT
+    from enliven.engine.contract import FRAME_PATH_CONTRACT, InputContract, contract_for, holds
+    from enliven.engine.warp import LID_SLIDE_WARP_VERSION
 
     assert FAST_REFINER in FACE_REFINERS and FAST_REFINER != gen.DEFAULT_GENERATOR
     path = gen.shipped_weights_path(FAST_REFINER)
@@ -236,7 +237,8 @@ def test_the_distilled_refiner_ships_and_is_cheaper() -> None:
     student, teacher = gen.load_generator(FAST_REFINER), gen.load_generator()
     assert student.config.top == "shuffle" and teacher.config.top == "full"
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict() and blob["meta"]["teacher"] == "refiner128"
+    assert blob["contract"] == contract_for(LID_SLIDE_WARP_VERSION).to_dict()  # trained on 5, valid on 6
+    assert holds(InputContract.from_dict(blob["contract"]), FRAME_PATH_CONTRACT) and blob["meta"]["teacher"] == "refiner128"
     def conv_sides(model: gen.Refiner) -> set[int]:
         sides: set[int] = set()
         hooks = [m.register_forward_hook(lambda _m, _i, out: sides.add(out.shape[-1]))
@@ -294,13 +296,18 @@ def test_animator_runs_the_generator_in_onnxruntime_like_torch(astronaut, astron
 
 
 def test_shipped_weights_carry_the_frame_paths_input_contract() -> None:
-    from enliven.engine.contract import FRAME_PATH_CONTRACT
-
-    from enliven.engine.contract import contract_for
-    from enliven.engine.warp import SQUASH_WARP_VERSION
+    """The shipped refiner records the contract it was trained under (warp 5), which holds for the frame path's
+    (warp 6: warp 5 with the border release, VALID_ON_LATER_WARPS); a warp it is not valid on is refused."""
+    from enliven.engine.contract import FRAME_PATH_CONTRACT, InputContract, contract_for, holds
+    from enliven.engine.warp import LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION
 
     blob = torch.load(gen.shipped_weights_path(), map_location="cpu", weights_only=True)
-    assert blob["contract"] == FRAME_PATH_CONTRACT.to_dict()
+    assert blob["contract"] == contract_for(LID_SLIDE_WARP_VERSION).to_dict()
+    recorded = InputContract.from_dict(blob["contract"])
+    assert FRAME_PATH_CONTRACT.warp_version == WARP_VERSION and holds(recorded, FRAME_PATH_CONTRACT)
+    assert gen.load_generator(expected=contract_for(WARP_VERSION)).config.resolution_px == 128
+    assert not holds(recorded, contract_for(SQUASH_WARP_VERSION))  # valid on later warps only
+    assert not holds(InputContract.from_dict(contract_for(SQUASH_WARP_VERSION).to_dict()), FRAME_PATH_CONTRACT)
     old = gen.shipped_weights_path(warp_version=SQUASH_WARP_VERSION)  # step 7228, for WarpConfig(lid_slide=False)
     assert old != gen.shipped_weights_path() and old.with_suffix(".sha256").exists()
     blob = torch.load(old, map_location="cpu", weights_only=True)

@@ -354,13 +354,15 @@ def test_border_release_leaves_a_head_in_the_middle_alone(astronaut):
 
 
 def test_warp_versions_name_their_configs():
-    from enliven.engine.warp import BORDER_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION, WarpConfig
+    from enliven.engine.warp import BORDER_WARP_VERSION, LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION
+    from enliven.engine.warp import WarpConfig
 
-    for version in (SQUASH_WARP_VERSION, WARP_VERSION, BORDER_WARP_VERSION):
+    for version in (SQUASH_WARP_VERSION, LID_SLIDE_WARP_VERSION, BORDER_WARP_VERSION):
         assert WarpConfig.of_version(version).version == version
-    assert WarpConfig().version == WARP_VERSION and WarpConfig(border_release=True).version == BORDER_WARP_VERSION
-    with pytest.raises(ValueError, match="version 6"):
-        WarpConfig(lid_slide=False, border_release=True).version  # noqa: B018
+    assert WarpConfig().version == WARP_VERSION == BORDER_WARP_VERSION and WarpConfig().releases_border
+    assert WarpConfig(border_release=False).version == LID_SLIDE_WARP_VERSION
+    squash = WarpConfig(lid_slide=False)  # the squashing warp keeps its fixed border whatever border_release says
+    assert squash.version == SQUASH_WARP_VERSION and not squash.releases_border
     with pytest.raises(ValueError, match="warp version"):
         WarpConfig.of_version(3)
 

@@ -25,9 +25,9 @@ from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, Motio
 from ..engine.patches import PatchRunner
 from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color
 from ..export.patches import open_patch_runner
-from ..export.runner import open_runner
+from ..export.runner import open_runner, shipped_refiner_warps
 
 
 STAGES = ("landmarks", "motion", "warp", "generator", "patches", "paste_back")  # "patches": eye/mouth refiners (0 off)
@@ -79,9 +79,9 @@ class AnimatorConfig:
             raise ValueError(f"generator must be one of {FACE_REFINERS}; got {self.generator!r}")
         if (self.eye_patch_weights not in (None, "auto") or self.mouth_patch_weights) and self.engine != "trained":
             raise ValueError("patch refiners run in the trained engine")
-        if self.engine == "trained" and self.warp.version not in (WARP_VERSION, SQUASH_WARP_VERSION) \
+        if self.engine == "trained" and self.warp.version not in shipped_refiner_warps(self.generator) \
                 and self.generator_weights is None:
-            raise ValueError(f"no shipped refiner was trained on warp version {self.warp.version}; "
+            raise ValueError(f"no shipped refiner is valid on warp version {self.warp.version}; "
                              "use engine='analytic', or generator_weights "
                              "trained on it")
 

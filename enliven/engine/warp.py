@@ -25,10 +25,10 @@ from .runtime import single_thread_blas
 from .tps import TpsEvaluator, TpsWorkspace, eval_tps, solve_tps
 
 DEFAULT_LIP_RGB = (150.0, 80.0, 80.0)  # lip colour when the photo's lips are too thin to measure
-WARP_VERSION = 5  # the default warp (sliding lids); bump when a change alters what the analytic output looks like
-LID_SLIDE_WARP_VERSION = WARP_VERSION  # the warp with WarpConfig.lid_slide on (the default since quality v2)
+WARP_VERSION = 6  # the default warp; bump when a change alters what the analytic output looks like
+BORDER_WARP_VERSION = WARP_VERSION  # sliding lids, and the crop's edge gives way (WarpConfig() since 2026-11-30)
+LID_SLIDE_WARP_VERSION = 5  # WarpConfig(border_release=False): sliding lids, the crop's edge fixed (step 7328's warp)
 SQUASH_WARP_VERSION = 4  # WarpConfig(lid_slide=False): a closing eye is squashed (the step-7228 refiner's warp)
-BORDER_WARP_VERSION = 6  # WarpConfig(border_release=True): sliding lids, and the crop's edge gives way (no refiner yet)
 
 
 LID_STRETCH = (0.5,)  # where the lid control points lie on the way from the brow (0) to the lashes (1)
@@ -50,37 +50,35 @@ class WarpConfig:
     # Border release: a border anchor that a moving control point (face or head ring) within border_start of
     # the crop side closes in on (its distance to the anchor below border_squeeze[0] of the source's) is let
     # go gradually, fully at border_squeeze[1], so a head leaning in or a jaw opening onto the crop's edge
-    # pushes the background out of the crop instead of folding it against the fixed border. Off by default
-    # (warp version 6): it changes the refiner's input on ~10 % of the training pairs, and no refiner is
-    # trained on it yet.
-    border_release: bool = False
+    # pushes the background out of the crop instead of folding it against the fixed border (warp version 6).
+    # It comes with the sliding lids: the squashing warp (lid_slide=False, version 4) keeps its fixed border.
+    border_release: bool = True
     border_start: float = 0.1  # fraction of the crop side
     border_squeeze: tuple[float, float] = (0.5, 0.25)
     # Closing lids slide over a still eyeball (eyelids.py) instead of squashing the iris into a slit.
-    # On by default since step 7328 was trained on it (warp version 5); False is version 4.
+    # On by default since step 7328 was trained on it (warp version 5, then 6); False is version 4.
     lid_slide: bool = True
 
     @classmethod
     def of_version(cls, version: int) -> WarpConfig:
         """The default config of an analytic warp version (4, 5 or 6); ValueError for another."""
-        configs = {SQUASH_WARP_VERSION: cls(lid_slide=False), LID_SLIDE_WARP_VERSION: cls(),
-                   BORDER_WARP_VERSION: cls(border_release=True)}
+        configs = {SQUASH_WARP_VERSION: cls(lid_slide=False), LID_SLIDE_WARP_VERSION: cls(border_release=False),
+                   BORDER_WARP_VERSION: cls()}
         if version not in configs:
             raise ValueError(f"warp version must be one of {sorted(configs)}; got {version}")
         return configs[version]
 
     @property
     def version(self) -> int:
-        """The analytic warp version this config produces (what a refiner trained on it records).
+        """The analytic warp version this config produces (what a refiner trained on it records)."""
+        if not self.lid_slide:
+            return SQUASH_WARP_VERSION
+        return BORDER_WARP_VERSION if self.border_release else LID_SLIDE_WARP_VERSION
 
-        Raises ValueError for the squashing lids with the border release, a warp no version names.
-        """
-        if self.border_release:
-            if not self.lid_slide:
-                raise ValueError("the border release comes with the sliding lids (warp version 6); "
-                                 "WarpConfig(lid_slide=False) is version 4, without it")
-            return BORDER_WARP_VERSION
-        return LID_SLIDE_WARP_VERSION if self.lid_slide else SQUASH_WARP_VERSION
+    @property
+    def releases_border(self) -> bool:
+        """Whether the border release runs: asked for, and with the sliding lids (versions 6, not 4)."""
+        return self.border_release and self.lid_slide
 
 
 def _box_samples(x0: int, y0: int, width: int, height: int, step: int) -> np.ndarray:
@@ -177,7 +175,6 @@ class Warper:
     def __post_init__(self) -> None:
         single_thread_blas()
         cfg = self.config
-        cfg.version  # noqa: B018 (a config no warp version names is refused here, not mid-stream)
         self._src_face = self.source_points[topo.WARP_POINTS, :2].astype(np.float64)
         self._canonical = load_canonical().points
         self._src_ring = head_ring(self.source_points, cfg.ring_points, cfg.ring_scale)
@@ -275,7 +272,7 @@ class Warper:
         far, so its frames warp exactly as before.
         """
         cfg = self.config
-        if not cfg.border_release:
+        if not cfg.releases_border:
             return
         s = self.size_px
         moving = len(self._src_face) + len(self._src_ring)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.contract import FRAME_PATH_CONTRACT, InputContract
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, holds
 from ..engine.errors import ModelFileError
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
@@ -103,7 +103,11 @@ def _cached_side(folder: Path, weights: Path, expected: InputContract) -> int | 
         return None
     if not (folder / "patch.onnx").is_file():
         return None
-    if contract != expected.to_dict():
+    try:
+        valid = holds(InputContract.from_dict(contract), expected)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
         from ..models.patches import load_patch_refiner
 
         load_patch_refiner(weights, expected)  # raises: trained under another contract

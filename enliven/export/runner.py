@@ -18,6 +18,7 @@ from ..engine.refine import (
     Precision,
 )
 from ..engine.runtime import OnnxModel, RuntimeConfig, TorchModel
+from ..models.shipped import shipped_warps
 from .cache import ensure_exported
 
 
@@ -50,3 +51,8 @@ def open_runner(weights: str | Path | None = None, backend: Backend = "onnxrunti
                              generator=generator)
     cfg = RuntimeConfig(intra_op_threads=threads)
     return GeneratorRunner(OnnxModel(graphs.encoder, cfg), OnnxModel(graphs.decoder, cfg), graphs.resolution_px)
+
+
+def shipped_refiner_warps(generator: str) -> frozenset[int]:
+    """The analytic warp versions the shipped weights of ``generator`` are valid on (``models.shipped``)."""
+    return shipped_warps(generator)

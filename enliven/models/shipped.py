@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..engine.choices import DEFAULT_REFINER
+from ..engine.contract import VALID_ON_LATER_WARPS
 from ..engine.errors import ModelFileError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -20,16 +21,28 @@ DEFAULT_GENERATOR = DEFAULT_REFINER
 class ShippedWeights(NamedTuple):
     """The files of one generator in WEIGHTS_DIR (each with ``<stem>.sha256`` beside it)."""
 
-    file: str  # trained behind the default warp
+    file: str  # the default file: trained behind ``warp``, valid on the default warp
+    warp: int  # the warp version the default file was trained on
     by_warp: tuple[tuple[int, str], ...] = ()  # (warp version, file) for the other warps it ships for
 
 
 SHIPPED: dict[str, ShippedWeights] = {
-    "refiner128": ShippedWeights("refiner128.pt", ((4, "refiner128_warp4.pt"),)),  # 4: step 7228, squashing lids
+    # step 7328, trained on warp 5 (valid on 6, the default); 4: step 7228, squashing lids
+    "refiner128": ShippedWeights("refiner128.pt", 5, ((4, "refiner128_warp4.pt"),)),
     # the distilled student of refiner128.pt; on the squashing warp, step 7228 (no student was made for it)
-    "refiner128s": ShippedWeights("refiner128s.pt", ((4, "refiner128_warp4.pt"),)),
-    "patch-eye64": ShippedWeights("patch_eye64.pt", ((4, "patch_eye64_warp4.pt"),)),  # 4: behind step 7228
+    "refiner128s": ShippedWeights("refiner128s.pt", 5, ((4, "refiner128_warp4.pt"),)),
+    "patch-eye64": ShippedWeights("patch_eye64.pt", 5, ((4, "patch_eye64_warp4.pt"),)),  # 4: behind step 7228
 }
+
+
+def shipped_warps(name: str | None = None) -> frozenset[int]:
+    """The analytic warp versions generator ``name`` (default: the default one) ships weights valid on: each
+    file's own warp and the later warps it holds for (``contract.VALID_ON_LATER_WARPS``)."""
+    entry = SHIPPED.get(name or DEFAULT_GENERATOR)
+    if entry is None:
+        return frozenset()
+    trained = {entry.warp, *dict(entry.by_warp)}
+    return frozenset(trained.union(*(VALID_ON_LATER_WARPS.get(v, ()) for v in trained)))
 
 
 def shipped_file(name: str | None = None, warp_version: int | None = None) -> Path:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.contract import contract_for
+from ..engine.warp import WARP_VERSION
 from ..models.generator import GeneratorConfig, Refiner, load_generator, save_weights
 from .config import DEFAULT_CACHE_DIR
 from .dataset import AugmentConfig, Batch, PairDataset, collate
@@ -61,7 +62,7 @@ class DistillConfig:
     dev_pairs: int = 160
     seed: int = 0
     threads: int = 2
-    warp_version: int = 5
+    warp_version: int = WARP_VERSION
     teacher: str = ""  # a weights file of the teacher ("": the shipped refiner of warp_version)
     init: str = ""  # with no checkpoint yet: the student's decoder from this student weights file, new layers
     # included (a student of an earlier teacher, carried to a new warp); the encoder is always the teacher's

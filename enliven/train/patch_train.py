@@ -40,7 +40,7 @@ from ..engine.refine import (
     GeneratorRunner,
 )
 from ..engine.runtime import TorchModel
-from ..engine.warp import SQUASH_WARP_VERSION, WARP_VERSION, Warper
+from ..engine.warp import LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION, WARP_VERSION, Warper
 from ..models.generator import create_generator, load_generator, save_weights
 from .cache import (
     DEFAULT_CACHE_DIR,
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR)
-    ap.add_argument("--warp", type=int, default=WARP_VERSION, choices=(WARP_VERSION, SQUASH_WARP_VERSION),
+    ap.add_argument("--warp", type=int, default=WARP_VERSION,
+                    choices=(WARP_VERSION, LID_SLIDE_WARP_VERSION, SQUASH_WARP_VERSION),
                     help="the analytic warp the pairs are made on (and the face refiner behind it)")
     ap.add_argument("--run", help="run folder name (default: the refiner's name, -warp<N> off the default warp)")
     ap.add_argument("--init", type=Path, help="patch weights to start a new run from (e.g. one of another warp)")
