@@ -31,13 +31,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..engine.compose import crop_transform
 from ..engine.contract import contract_for
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import WarpConfig, Warper
+from ..engine.warp import WarpConfig
 from ..export.runner import open_runner
 from ..train.cache import build_landmark_cache
-from ..train.dataset import read_frames, self_reenact
+from ..train.dataset import read_frames
 from .config import EvalConfig, EvalPaths
 from .metrics import face_mask, psnr
 from .regions import (
@@ -45,7 +44,7 @@ from .regions import (
     inner_mouth_region,
     masked_l1,
     mouth_region,
-    region_frames,
+    region_samples,
 )
 from .self_reenact import StageTimings, plan_clip, reenact_clip
 
@@ -135,29 +134,16 @@ def run_budget(clips: list, data_dir: Path, runner: GeneratorRunner, frames_per_
     """``summarise`` over val: ``frames_per_clip`` self-reenactment frames per clip (as ``evaluate`` picks
     them) and the open-mouth frames of ``regions.region_eval`` (at most 6 per clip)."""
     face_rows: list[dict[str, float]] = []
-    mouth_rows: list[dict[str, float]] = []
     for clip in tqdm(clips, desc="error budget", unit="clip", disable=not progress):
         plan = plan_clip(np.flatnonzero(clip.found), frames_per_clip, 0)
         if plan is not None:
             frames = read_frames(data_dir / clip.row.file, plan.wanted)
             for f in reenact_clip(clip, frames, plan, crop_px, runner, StageTimings()).frames.values():
                 face_rows.append(face_budget(f.outputs.trained, f.truth, f.points, f.valid))
-        chosen = region_frames(clip)
-        if chosen is None:
-            continue
-        src, picks = chosen
-        opens = [i for i, (_, open_mouth) in sorted(picks.items()) if open_mouth]
-        frames = read_frames(data_dir / clip.row.file, {src, *opens})
-        if src not in frames:
-            continue
-        t = crop_transform(clip.points[src], crop_px)
-        warper = Warper(t.points_to_crop(clip.points[src]), crop_px, WarpConfig())
-        for k, i in enumerate(j for j in opens if j in frames):
-            smp = self_reenact(frames[src], clip.points[src], frames[i], clip.points[i], t, warper)
-            if k == 0:
-                runner.prepare(smp.source)
-            out = runner.refine(smp.analytic, smp.driven_points)
-            mouth_rows.append(mouth_budget(out, smp.target, smp.driven_points, smp.valid.astype(np.float64) / 255))
+    mouth_rows = [mouth_budget(r.trained, r.sample.target, r.sample.driven_points,
+                               r.sample.valid.astype(np.float64) / 255)
+                  for r in region_samples(clips, data_dir, crop_px, runner, WarpConfig(), progress=progress,
+                                          keep=lambda _blink, open_mouth: open_mouth)]
     return summarise(face_rows, mouth_rows)
 
 

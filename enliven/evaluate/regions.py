@@ -17,10 +17,11 @@ Images are (H, W, 3) uint8 RGB; masks (H, W) float in [0, 1]; landmarks (478, 2|
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ from ..engine.patches import PatchRunner
 from ..engine.procedural import builtin_motion
 from ..engine.refine import GeneratorRunner
 from ..engine.warp import WarpConfig, Warper
-from ..train.dataset import eye_openings, mouth_openings, read_frames, self_reenact
+from ..train.dataset import Reenactment, eye_openings, mouth_openings, read_frames, self_reenact
 
 BLINK_FRACTION = 0.5  # a driver frame is a blink when its lid gap is below this fraction of its clip's median
 OPEN_MOUTH = 0.25  # a driver frame opens the mouth above this inner-lip gap (interocular distances)
@@ -194,6 +195,49 @@ def region_frames(clip, per_clip: int = 6) -> tuple[int, dict[int, tuple[bool, b
     return (src, picks) if picks else None
 
 
+class RegionSample(NamedTuple):
+    """One blink or open-mouth driver frame of a clip, reenacted from the clip's source."""
+
+    sample: Reenactment  # the warp's output, the ground truth and the driven landmarks (crop pixels)
+    trained: np.ndarray | None  # (S, S, 3) uint8, the refiner's output (None without a runner)
+    blink: bool  # the driver's frame is a blink (``is_blink``)
+    open_mouth: bool  # ... opens the mouth (``is_open_mouth``)
+
+
+def region_samples(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
+                   warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
+                   keep: Callable[[bool, bool], bool] | None = None) -> Iterator[RegionSample]:
+    """The blink and open-mouth frames of each clip (``region_frames``), self-reenacted from its source.
+
+    Args as ``region_eval``; ``keep(blink, open_mouth)``: which of the frames to decode and reenact (all
+    without it). The runner is prepared with each clip's source before its first frame.
+    """
+    for clip in tqdm(clips, desc="blinks and open mouths", unit="clip", disable=not progress):
+        chosen = region_frames(clip, per_clip)
+        if chosen is None:
+            continue
+        src, picks = chosen
+        if keep is not None:
+            picks = {i: kinds for i, kinds in picks.items() if keep(*kinds)}
+        frames = read_frames(Path(data_dir) / clip.row.file, {src, *picks})
+        if src not in frames:
+            continue
+        t = crop_transform(clip.points[src], crop_px)
+        warper = Warper(t.points_to_crop(clip.points[src]), crop_px, warp or WarpConfig())
+        prepared = False
+        for i, (blink, open_mouth) in sorted(picks.items()):
+            if i not in frames:
+                continue
+            smp = self_reenact(frames[src], clip.points[src], frames[i], clip.points[i], t, warper)
+            trained = None
+            if runner is not None:
+                if not prepared:
+                    runner.prepare(smp.source)
+                    prepared = True
+                trained = runner.refine(smp.analytic, smp.driven_points)
+            yield RegionSample(smp, trained, blink, open_mouth)
+
+
 def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
                 warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
                 patches: PatchRunner | None = None) -> dict[str, dict[str, float]]:
@@ -207,33 +251,16 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
     (``RegionScores.means``).
     """
     scores = RegionScores.empty()
-    for clip in tqdm(clips, desc="blinks and open mouths", unit="clip", disable=not progress):
-        chosen = region_frames(clip, per_clip)
-        if chosen is None:
-            continue
-        src, picks = chosen
-        frames = read_frames(Path(data_dir) / clip.row.file, {src, *picks})
-        if src not in frames:
-            continue
-        t = crop_transform(clip.points[src], crop_px)
-        warper = Warper(t.points_to_crop(clip.points[src]), crop_px, warp or WarpConfig())
-        prepared = False
-        for i, (blink, open_mouth) in sorted(picks.items()):
-            if i not in frames:
-                continue
-            smp = self_reenact(frames[src], clip.points[src], frames[i], clip.points[i], t, warper)
-            valid = smp.valid.astype(np.float64) / 255.0
-            outputs = {"analytic": smp.analytic}
-            if runner is not None:
-                if not prepared:
-                    runner.prepare(smp.source)
-                    prepared = True
-                outputs["trained"] = runner.refine(smp.analytic, smp.driven_points)
-                if patches is not None:
-                    outputs["patched"] = patches.refine(outputs["trained"], smp.driven_points, smp.source,
-                                                        smp.source_points, runner.chroma)
-            for mode, img in outputs.items():
-                scores.add(mode, img, smp.target, smp.driven_points, valid, blink, open_mouth)
+    for smp, trained, blink, open_mouth in region_samples(clips, data_dir, crop_px, runner, warp, per_clip, progress):
+        valid = smp.valid.astype(np.float64) / 255.0
+        outputs = {"analytic": smp.analytic}
+        if trained is not None:
+            outputs["trained"] = trained
+            if patches is not None:
+                outputs["patched"] = patches.refine(trained, smp.driven_points, smp.source, smp.source_points,
+                                                    runner.chroma)  # type: ignore[union-attr]
+        for mode, img in outputs.items():
+            scores.add(mode, img, smp.target, smp.driven_points, valid, blink, open_mouth)
     return scores.means()
 
 
