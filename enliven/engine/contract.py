@@ -63,6 +63,14 @@ def holds(recorded: InputContract, expected: InputContract) -> bool:
                         and expected.warp_version in VALID_ON_LATER_WARPS.get(recorded.warp_version, ()))
 
 
+def recorded_holds(recorded: dict, expected: InputContract) -> bool:
+    """``holds`` for a contract as recorded (a dict, e.g. a cached export's); False when it cannot be read."""
+    try:
+        return holds(InputContract.from_dict(recorded), expected)
+    except (TypeError, ValueError):
+        return False
+
+
 def contract_for(warp_version: int) -> InputContract:
     """The frame path's contract with the analytic warp of ``warp_version`` (``WarpConfig.version``)."""
     return InputContract(warp_version=warp_version)
@@ -79,8 +87,6 @@ def check_recorded(recorded: dict | None, expected: InputContract, path: Path | 
         raise ModelFileError(f"weights file {path} has an unreadable input contract ({e})") from e
     if holds(contract, expected):
         return
-    diff = contract.differences(expected)
-    if diff:
-        told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in diff.items())
-        raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
-                             "retrain it for this version of enliven")
+    told = "; ".join(f"{k}: weights {a!r}, frame path {b!r}" for k, (a, b) in contract.differences(expected).items())
+    raise ModelFileError(f"weights file {path} was trained for another input ({told}); "
+                         "retrain it for this version of enliven")

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, holds
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, recorded_holds
 from ..engine.defaults import cache_root
 from ..engine.errors import ModelFileError
 from ..engine.refine import Precision
@@ -43,14 +43,6 @@ def _read(folder: Path) -> ExportedGenerator | None:
     except (OSError, ValueError, KeyError):
         pass
     return None
-
-
-def _holds(checked: dict, expected: InputContract) -> bool:
-    """Whether a cached export checked against ``checked`` serves a frame path feeding ``expected``."""
-    try:
-        return holds(InputContract.from_dict(checked), expected)
-    except (TypeError, ValueError):
-        return False
 
 
 def _checked_contract(folder: Path) -> dict | None:
@@ -114,7 +106,7 @@ def ensure_exported(weights: Path | None = None, precision: Precision = "fp32",
     if found is not None:
         checked = _checked_contract(final)
         if (checked is None and expected == FRAME_PATH_CONTRACT) or (
-                checked is not None and _holds(checked, expected)):
+                checked is not None and recorded_holds(checked, expected)):
             return found
         from ..models.generator import load_generator
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, holds
+from ..engine.contract import FRAME_PATH_CONTRACT, InputContract, recorded_holds
 from ..engine.errors import ModelFileError
 from ..engine.patches import PATCH_INPUTS, PATCH_OUTPUTS, PatchRunner
 from ..engine.runtime import OnnxModel, RuntimeConfig
@@ -103,11 +103,7 @@ def _cached_side(folder: Path, weights: Path, expected: InputContract) -> int | 
         return None
     if not (folder / "patch.onnx").is_file():
         return None
-    try:
-        valid = holds(InputContract.from_dict(contract), expected)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
+    if not recorded_holds(contract, expected):
         from ..models.patches import load_patch_refiner
 
         load_patch_refiner(weights, expected)  # raises: trained under another contract
