@@ -151,18 +151,17 @@ def run(cfg: DistillConfig, teacher: Refiner | None = None) -> Path:
     for p in teacher.parameters():
         p.requires_grad_(False)
     student = student_from(teacher)
-    ckpt = run_dir / "checkpoint.pt"
-    if cfg.init and not ckpt.exists():
-        start = load_generator(path=Path(cfg.init).expanduser())  # trained behind another warp: no contract check
-        student.decoder.load_state_dict(start.decoder.state_dict())
-        log.info("student decoder from %s", cfg.init)
     root = Path(cfg.pairs_dir).expanduser()
     augment = AugmentConfig()
     train, dev = PairDataset(root / "train", augment), PairDataset(root / "dev")
     new = [p for k, p in student.decoder.named_parameters() if k.startswith(new_layers(student.config))]
     opt = torch.optim.Adam(new, lr=cfg.lr_new, betas=(0.9, 0.999))
     step, best = 0, float("inf")
-    if cfg.init and not ckpt.exists():  # a carried student: no new-layers phase
+    ckpt = run_dir / "checkpoint.pt"
+    if cfg.init and not ckpt.exists():  # a carried student: its decoder, and no new-layers phase
+        start = load_generator(path=Path(cfg.init).expanduser())  # trained behind another warp: no contract check
+        student.decoder.load_state_dict(start.decoder.state_dict())
+        log.info("student decoder from %s", cfg.init)
         step = cfg.new_layers_steps
         opt = torch.optim.Adam(student.decoder.parameters(), lr=cfg.lr_all)
     if ckpt.exists():
