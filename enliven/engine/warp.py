@@ -197,6 +197,9 @@ class Warper:
         self._fine = np.empty((gw * self._cell, gw * self._cell, 2), np.float32)
         self._detail_step = max(1, self.size_px // 128)
         self._src_all = np.concatenate([self._src_face, self._src_ring, self._border])
+        # Each border anchor's distance to each face and ring point of the source (_release_border's reference).
+        moving = self._src_all[:len(self._src_face) + len(self._src_ring)]
+        self._border_src_dist = np.sqrt(((self._border[:, None, :] - moving[None, :, :]) ** 2).sum(-1))
         self._src_upper = self.source_points[topo.LIPS_INNER_UPPER, :2].astype(np.float64)
         self._src_lower = self.source_points[topo.LIPS_INNER_LOWER, :2].astype(np.float64)
         self._src_gap = np.linalg.norm(self._src_lower - self._src_upper, axis=1)
@@ -282,8 +285,7 @@ class Warper:
         if not len(near):
             return
         d_drv = np.sqrt(((self._border[:, None, :] - pts[None, near]) ** 2).sum(-1))
-        d_src = np.sqrt(((self._border[:, None, :] - self._src_all[None, near]) ** 2).sum(-1))
-        ratio = (d_drv / np.maximum(d_src, 1e-6)).min(axis=1)
+        ratio = (d_drv / np.maximum(self._border_src_dist[:, near], 1e-6)).min(axis=1)
         r0, r1 = cfg.border_squeeze
         w = np.clip((r0 - ratio) / (r0 - r1), 0.0, 1.0)
         w = w * w * (3 - 2 * w)
