@@ -81,7 +81,7 @@ def test_real_frames_give_photo_sized_output(astronaut):
         assert out.shape == astronaut.shape and a.last.face_found
         out = a.step(np.zeros_like(astronaut), t=0.04)  # face lost: the stream goes on
         assert out.shape == astronaut.shape and not a.last.face_found
-        assert set(a.last.timings_ms) == {"landmarks", "motion", "warp", "generator", "patches", "paste_back"}
+        assert set(a.last.timings_ms) == {"landmarks", "motion", "warp", "generator", "patches", "relight", "paste_back"}
         with pytest.raises(ShapeError):
             a.step(np.zeros((10, 10), np.uint8))
 

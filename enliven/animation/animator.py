@@ -2,7 +2,7 @@
 
     photo --prepare--> Source (face, crop, pose, warp tables)
     frame --landmarks--> smoothing --motion (vs the driver's reference)--> retarget
-          --warp--> [generator] --paste-back--> output frame
+          --warp--> [generator] --> relight --paste-back--> output frame
 """
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, Motio
 from ..engine.patches import PatchRunner
 from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
-from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color
+from ..engine.relight import LightConfig, Relighter
+from ..engine.warp import Warper, WarpConfig, fill_mouth_gap, lip_color, remap_source
 from ..export.patches import open_patch_runner
 from ..export.runner import open_runner, shipped_refiner_warps
 
-
-STAGES = ("landmarks", "motion", "warp", "generator", "patches", "paste_back")  # "patches": eye/mouth refiners (0 off)
+STAGES = ("landmarks", "motion", "warp", "generator", "patches", "relight", "paste_back")  # "patches": eye/mouth
+# refiners, "relight": the shading that turns with the head (0 when off)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class AnimatorConfig:
     # "auto": the shipped one where it applies (trained engine with the shipped face refiner), else off;
     # "shipped", a weights file, or None (off). ``eye_patch`` is what it resolves to.
     mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
+    relight: LightConfig | None = LightConfig()  # the photo's light re-applied as the head turns (relight.py); None: off
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in ENGINE_CROP_SIZES_PX:
@@ -147,6 +149,7 @@ class Animator:
         self.source = Source(photo, face, transform, face_crop, points, state, lip_color(face_crop, points),
                              blink(state.shape, 1.0) - state.shape)
         self._warper = Warper(points, size, self.config.warp)
+        self._relighter = Relighter(face_crop, points, self.config.relight) if self.config.relight else None
         self._paste = PasteBack(photo, transform) if self.config.output == "photo" else None
         cfg = self.config
         if cfg.engine == "trained":
@@ -232,7 +235,8 @@ class Animator:
         driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains,
                           limits=self.config.limits, eye_offsets=self._eye_offsets(t))
         t1 = time.perf_counter()
-        out = self._warper.warp(self.source.crop, driven)
+        flow = self._warper.flow(driven)  # the Warper's buffer: valid until its next flow, after the relight
+        out = remap_source(self.source.crop, flow)
         fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)
         t2 = time.perf_counter()
         if self._refiner is not None:
@@ -242,11 +246,14 @@ class Animator:
             out = self._patches.refine(out, driven, self.source.crop, self.source.points,
                                        self._refiner.chroma if self._refiner is not None else None)
         t3 = time.perf_counter()
+        if self._relighter is not None:
+            out = self._relighter.apply(out, flow, driven)
+        t_relit = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)
         t4 = time.perf_counter()
         timings.update(motion=(t1 - t0) * 1e3, warp=(t2 - t1) * 1e3, generator=(t_refined - t2) * 1e3,
-                       patches=(t3 - t_refined) * 1e3, paste_back=(t4 - t3) * 1e3)
+                       patches=(t3 - t_refined) * 1e3, relight=(t_relit - t3) * 1e3, paste_back=(t4 - t_relit) * 1e3)
         self.last.face_found = points is not None
         self.last.driven_points = driven
         self.last.driver_points = points

@@ -402,8 +402,12 @@ class Warper:
 
     def warp(self, source_crop: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
         """The source crop (S, S, 3) uint8 moved to the driven landmarks; returns (S, S, 3) uint8."""
-        return cv2.remap(source_crop, self.flow(driven_points), None, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+        return remap_source(source_crop, self.flow(driven_points))
+
+
+def remap_source(source_crop: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """The source crop (S, S, 3) uint8 sampled through a remap table (S, S, 2) float32 (``Warper.flow``)."""
+    return cv2.remap(source_crop, flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def inner_mouth_mask(points: np.ndarray, size_px: int) -> np.ndarray:

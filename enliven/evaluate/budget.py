@@ -140,7 +140,7 @@ def run_budget(clips: list, data_dir: Path, runner: GeneratorRunner, frames_per_
             frames = read_frames(data_dir / clip.row.file, plan.wanted)
             for f in reenact_clip(clip, frames, plan, crop_px, runner, StageTimings()).frames.values():
                 face_rows.append(face_budget(f.outputs.trained, f.truth, f.points, f.valid))
-    mouth_rows = [mouth_budget(r.trained, r.sample.target, r.sample.driven_points,
+    mouth_rows = [mouth_budget(r.relit(r.trained), r.sample.target, r.sample.driven_points,
                                r.sample.valid.astype(np.float64) / 255)
                   for r in region_samples(clips, data_dir, crop_px, runner, WarpConfig(), progress=progress,
                                           keep=lambda _blink, open_mouth: open_mouth)]

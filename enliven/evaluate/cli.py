@@ -18,7 +18,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvalConfig(data_dir=str(args.data or ""), cache_dir=str(args.cache or ""), split=args.split,
                      frames_per_clip=args.frames, cross_pairs=args.cross_pairs,
                      weights=str(args.weights) if args.weights else None, grids_dir=str(args.grids or ""),
-                     backend=args.backend, precision=args.precision, lid_slide=not args.squash_lids)
+                     backend=args.backend, precision=args.precision, lid_slide=not args.squash_lids,
+                     relight=not args.no_relight)
     report = evaluate(cfg, progress=not args.no_progress)
     md = write_report(report, args.out)
     s, t = report["self_reenactment"]["analytic"], report["self_reenactment"]["trained"]
@@ -49,6 +50,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--squash-lids", action="store_true",
                    help="the warp without sliding lids (version 4; the trained rows use the refiner shipped for it, "
                         "step 7228, or --weights trained on it)")
+    p.add_argument("--no-relight", action="store_true",
+                   help="outputs without the shading that turns with the head (the Animator's relight stage)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
     return p

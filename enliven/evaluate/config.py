@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..engine.refine import Backend, Precision
+from ..engine.relight import LightConfig
 from ..train.cache import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR
 
 GRID_ROWS = 8  # rows (one frame each) per grid image of val people
@@ -27,6 +28,12 @@ class EvalConfig:
     grids_dir: str = ""  # where grids of val people go (outside the repo); default <cache_dir>/eval
     seed: int = 0  # of the one random generator that picks grid rows, pairs and public clips
     lid_slide: bool = True  # the warp with sliding lids (the default, version 5); False: version 4
+    relight: bool = True  # the shading that turns with the head (engine.relight), as the Animator runs it
+
+    @property
+    def light(self) -> LightConfig | None:
+        """The relight of every output (None: off)."""
+        return LightConfig() if self.relight else None
 
 
 class EvalPaths(NamedTuple):

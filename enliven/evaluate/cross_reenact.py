@@ -21,6 +21,7 @@ from ..engine.compose import crop_transform
 from ..engine.defaults import builtin_photo
 from ..engine.errors import EnlivenError
 from ..engine.refine import GeneratorRunner
+from ..engine.relight import LightConfig
 from ..engine.render import draw_landmarks
 from ..engine.warp import WarpConfig
 from ..train.cache import ClipLandmarks
@@ -29,6 +30,7 @@ from ._sampling import evenly_spaced
 from .config import GRID_ROWS, EvalConfig
 from .judges import Judges
 from .metrics import expression_change_error, face_mask, pose_change_error, temporal_flicker
+from .relit import Relight
 from .results import MODES, ByMode, FrameMetrics, MetricRows, concatenated
 
 log = logging.getLogger(__name__)
@@ -83,16 +85,22 @@ def choose_pairs(clips: list[ClipLandmarks], count: int, rng: np.random.Generato
     return [Pair(people[a][0], people[b][0]) for a, b in chosen]
 
 
-def drive(anim: Animator, runner: GeneratorRunner, clip: ClipLandmarks, picks: np.ndarray) -> list[DrivenFrame]:
-    """Step the prepared ``anim`` through every face frame of ``clip``; the outputs of ``picks`` (P,) int."""
+def drive(anim: Animator, runner: GeneratorRunner, clip: ClipLandmarks, picks: np.ndarray,
+          light: LightConfig | None = None) -> list[DrivenFrame]:
+    """Step the prepared ``anim`` (analytic, not relit) through every face frame of ``clip``; the outputs of
+    ``picks`` (P,) int, both modes relit with ``light`` after the refiner (None: not relit)."""
+    assert anim.source is not None  # prepared
+    relight = Relight(light, anim.source.crop, anim.source.points)
     wanted = set(picks.tolist())
     out = []
     for i in np.flatnonzero(clip.found):
         analytic = anim.step_landmarks(clip.points[i], t=i / clip.fps)
         if i in wanted:
-            assert anim.last.driven_points is not None  # every step sets them
-            trained = runner.refine(analytic, anim.last.driven_points)
-            out.append(DrivenFrame(ByMode(analytic, trained), clip.points[i]))
+            driven = anim.last.driven_points
+            assert driven is not None  # every step sets them
+            trained = runner.refine(analytic, driven)
+            relit = relight.frame(anim.warper, driven)
+            out.append(DrivenFrame(ByMode(relit(analytic), relit(trained)), clip.points[i]))
     return out
 
 
@@ -148,14 +156,14 @@ def cross_pair(pair: Pair, data_dir: Path, cfg: EvalConfig, runner: GeneratorRun
                judges: Judges) -> PairResult | None:
     """Animate A's photo with B's clip and measure both modes; None if the Animator finds no usable face in A's."""
     with Animator(AnimatorConfig(crop_size_px=cfg.crop_px, output="crop", engine="analytic",
-                                 warp=WarpConfig(lid_slide=cfg.lid_slide))) as anim:
+                                 warp=WarpConfig(lid_slide=cfg.lid_slide), relight=None)) as anim:
         source = _prepared_photo(anim, pair, data_dir)
         if source is None:
             return None
         runner.prepare(source.crop)
         source_embedding = judges.identity.embed(source.crop, source.points)
         picks = evenly_spaced(np.flatnonzero(pair.driver.found), cfg.frames_per_clip)
-        driven = drive(anim, runner, pair.driver, picks)
+        driven = drive(anim, runner, pair.driver, picks, cfg.light)
     per_mode = measure_driven(driven, source_embedding, judges, cfg.csim_every)
     mask = face_mask(source.points, cfg.crop_px)
     series = ByMode([f.outputs.analytic for f in driven], [f.outputs.trained for f in driven])
@@ -178,11 +186,11 @@ def run_cross_reenactment(clips: list[ClipLandmarks], data_dir: Path, cfg: EvalC
 
 
 def public_grid(clips: list[ClipLandmarks], size_px: int, runner: GeneratorRunner,
-                rng: np.random.Generator) -> list[np.ndarray]:
+                rng: np.random.Generator, light: LightConfig | None = LightConfig()) -> list[np.ndarray]:
     """Rows photo | driver landmarks | analytic | trained, (S, 4 S, 3) uint8, for the built-in photo driven
-    by a few random val clips up to each clip's widest mouth opening."""
+    by a few random val clips up to each clip's widest mouth opening (both relit with ``light``)."""
     rows = []
-    with Animator(AnimatorConfig(crop_size_px=size_px, output="crop", engine="analytic")) as anim:
+    with Animator(AnimatorConfig(crop_size_px=size_px, output="crop", engine="analytic", relight=None)) as anim:
         source = anim.prepare(builtin_photo())
         runner.prepare(source.crop)
         for clip in [clips[int(j)] for j in rng.choice(len(clips), min(PUBLIC_GRID_CLIPS, len(clips)), replace=False)]:
@@ -194,9 +202,11 @@ def public_grid(clips: list[ClipLandmarks], size_px: int, runner: GeneratorRunne
                 out = anim.step_landmarks(clip.points[i], t=i / clip.fps)
             if out is None:
                 continue
-            assert anim.last.driven_points is not None  # every step sets them
-            trained = runner.refine(out, anim.last.driven_points)
+            driven = anim.last.driven_points
+            assert driven is not None  # every step sets them
+            trained = runner.refine(out, driven)
+            relit = Relight(light, source.crop, source.points).frame(anim.warper, driven)
             drv = clip.points[best]
             drawing = draw_landmarks(crop_transform(drv, size_px).points_to_crop(drv), size_px)
-            rows.append(np.concatenate([source.crop, drawing, out, trained], axis=1))
+            rows.append(np.concatenate([source.crop, drawing, relit(out), relit(trained)], axis=1))
     return rows

@@ -34,8 +34,10 @@ from ..engine.defaults import builtin_photo
 from ..engine.patches import PatchRunner
 from ..engine.procedural import builtin_motion
 from ..engine.refine import GeneratorRunner
+from ..engine.relight import LightConfig
 from ..engine.warp import WarpConfig, Warper
 from ..train.dataset import Reenactment, eye_openings, mouth_openings, read_frames, self_reenact
+from .relit import FrameRelight, Relight
 
 BLINK_FRACTION = 0.5  # a driver frame is a blink when its lid gap is below this fraction of its clip's median
 OPEN_MOUTH = 0.25  # a driver frame opens the mouth above this inner-lip gap (interocular distances)
@@ -202,11 +204,13 @@ class RegionSample(NamedTuple):
     trained: np.ndarray | None  # (S, S, 3) uint8, the refiner's output (None without a runner)
     blink: bool  # the driver's frame is a blink (``is_blink``)
     open_mouth: bool  # ... opens the mouth (``is_open_mouth``)
+    relit: FrameRelight  # the frame's relight, for any of its outputs (the outputs above are not relit)
 
 
 def region_samples(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
                    warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
-                   keep: Callable[[bool, bool], bool] | None = None) -> Iterator[RegionSample]:
+                   keep: Callable[[bool, bool], bool] | None = None,
+                   light: LightConfig | None = LightConfig()) -> Iterator[RegionSample]:
     """The blink and open-mouth frames of each clip (``region_frames``), self-reenacted from its source.
 
     Args as ``region_eval``; ``keep(blink, open_mouth)``: which of the frames to decode and reenact (all
@@ -225,33 +229,37 @@ def region_samples(clips: list, data_dir: Path, crop_px: int, runner: GeneratorR
         t = crop_transform(clip.points[src], crop_px)
         warper = Warper(t.points_to_crop(clip.points[src]), crop_px, warp or WarpConfig())
         prepared = False
+        relight: Relight | None = None
         for i, (blink, open_mouth) in sorted(picks.items()):
             if i not in frames:
                 continue
             smp = self_reenact(frames[src], clip.points[src], frames[i], clip.points[i], t, warper)
+            if relight is None:
+                relight = Relight(light, smp.source, smp.source_points)
             trained = None
             if runner is not None:
                 if not prepared:
                     runner.prepare(smp.source)
                     prepared = True
                 trained = runner.refine(smp.analytic, smp.driven_points)
-            yield RegionSample(smp, trained, blink, open_mouth)
+            yield RegionSample(smp, trained, blink, open_mouth, relight.frame(warper, smp.driven_points))
 
 
 def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
                 warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
-                patches: PatchRunner | None = None) -> dict[str, dict[str, float]]:
+                patches: PatchRunner | None = None, light: LightConfig | None = LightConfig()) -> dict[str, dict[str, float]]:
     """Eye L1 on blink frames and mouth L1 on open-mouth frames, self-reenactment of each clip.
 
     Args: clips: ``train.cache.ClipLandmarks`` of the split to judge; data_dir: where their videos are;
     runner: the trained refiner (None: analytic only); warp: the analytic warp's config; per_clip: at most
     this many blink and this many open-mouth frames per clip (evenly spread). Source = the clip's first
     frame with a face, as in ``evaluate``; ``patches``: eye / mouth patch refiners, run on the trained output
-    as the Animator runs them (mode "patched"; use crop_px 512). Returns {mode: {metric: value}}
-    (``RegionScores.means``).
+    as the Animator runs them (mode "patched"; use crop_px 512); every output relit with ``light`` last, as the
+    Animator relights (None: not relit). Returns {mode: {metric: value}} (``RegionScores.means``).
     """
     scores = RegionScores.empty()
-    for smp, trained, blink, open_mouth in region_samples(clips, data_dir, crop_px, runner, warp, per_clip, progress):
+    for smp, trained, blink, open_mouth, relit in region_samples(clips, data_dir, crop_px, runner, warp, per_clip,
+                                                                 progress, light=light):
         valid = smp.valid.astype(np.float64) / 255.0
         outputs = {"analytic": smp.analytic}
         if trained is not None:
@@ -260,12 +268,12 @@ def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunn
                 outputs["patched"] = patches.refine(trained, smp.driven_points, smp.source, smp.source_points,
                                                     runner.chroma)  # type: ignore[union-attr]
         for mode, img in outputs.items():
-            scores.add(mode, img, smp.target, smp.driven_points, valid, blink, open_mouth)
+            scores.add(mode, relit(img), smp.target, smp.driven_points, valid, blink, open_mouth)
     return scores.means()
 
 
 def behaviour_eval(crop_px: int, weights: str | None, backend: str, precision: str,
-                   lid_slide: bool = True) -> dict[str, dict[str, float]]:
+                   lid_slide: bool = True, light: LightConfig | None = LightConfig()) -> dict[str, dict[str, float]]:
     """``photo_behaviour`` of the built-in photo and motion (every 5th frame at 25 fps) for both engines.
 
     Both engines run the warp of ``lid_slide`` (the shipped refiner of that warp, or ``weights``).
@@ -276,18 +284,19 @@ def behaviour_eval(crop_px: int, weights: str | None, backend: str, precision: s
     for engine in ("analytic", "trained"):
         warp = WarpConfig(lid_slide=lid_slide)
         cfg = AnimatorConfig(crop_size_px=crop_px, output="crop", engine=engine, generator_weights=weights,
-                             backend=backend, precision=precision, warp=warp, fps=fps / stride)  # type: ignore[arg-type]
+                             backend=backend, precision=precision, warp=warp, fps=fps / stride,  # type: ignore[arg-type]
+                             relight=light)
         out[engine] = photo_behaviour(lambda cfg=cfg: Animator(cfg), builtin_photo(), motion, fps / stride)
     return out
 
 
 def report_sections(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None, weights: str | None,
-                    backend: str, precision: str, lid_slide: bool = True,
-                    progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+                    backend: str, precision: str, lid_slide: bool = True, progress: bool = True,
+                    light: LightConfig | None = LightConfig()) -> dict[str, dict[str, dict[str, float]]]:
     """The report's "regions" (``region_eval``) and "behaviour" (``behaviour_eval``) sections."""
     return {"regions": region_eval(clips, data_dir, crop_px, runner, WarpConfig(lid_slide=lid_slide),
-                                   progress=progress),
-            "behaviour": behaviour_eval(crop_px, weights, backend, precision, lid_slide)}
+                                   progress=progress, light=light),
+            "behaviour": behaviour_eval(crop_px, weights, backend, precision, lid_slide, light)}
 
 
 def report_markdown(report: dict) -> list[str]:

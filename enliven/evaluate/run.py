@@ -54,12 +54,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     write_grid(paths.grids_dir / "self_reenactment_random.png", own.random_grid)
     cross = run_cross_reenactment(clips, paths.data_dir, cfg, runner, judges, rng, progress)
     write_grid(paths.grids_dir / "cross_reenactment.png", cross.grid)
-    public = public_grid(clips, cfg.crop_px, runner, rng)
+    public = public_grid(clips, cfg.crop_px, runner, rng, cfg.light)
 
     decoder_cost = generator_cost(model, cfg.weights, cfg.precision, expected=contract)
     generator = GeneratorInfo.of(model, cfg.weights, runner.provider, cfg.precision)
     report = build_report(cfg, generator, own, cross, decoder_cost, paths.grids_dir, public)
     # quality v2: blinks, open mouths, colour, stillness (regions.py)
     report.update(report_sections(clips, paths.data_dir, cfg.crop_px, runner, cfg.weights, cfg.backend,
-                                  cfg.precision, cfg.lid_slide, progress))
+                                  cfg.precision, cfg.lid_slide, progress, cfg.light))
     return report

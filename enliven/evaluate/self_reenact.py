@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..engine import topology as topo
 from ..engine.compose import crop_transform
 from ..engine.refine import GeneratorRunner
+from ..engine.relight import LightConfig
 from ..engine.warp import Warper, WarpConfig
 from ..train.cache import ClipLandmarks
 from ..train.dataset import read_frames, self_reenact
@@ -28,6 +29,7 @@ from .config import GRID_ROWS, EvalConfig
 from .judges import Judges
 from .metrics import (expression_error, face_mask, keypoint_distance, l1_error, mouth_mask, psnr, ssim,
                       temporal_flicker)
+from .relit import Relight
 from .results import ByMode, FrameMetrics, MetricRows, concatenated
 
 class ClipPlan(NamedTuple):
@@ -126,12 +128,15 @@ def plan_clip(found: np.ndarray, frames_per_clip: int, flicker_frames: int) -> C
 
 
 def reenact_clip(clip: ClipLandmarks, frames: dict[int, np.ndarray], plan: ClipPlan, crop_px: int,
-                 runner: GeneratorRunner, timings: StageTimings, warp: WarpConfig | None = None) -> ReenactedClip:
-    """Warp (analytic) and refine (trained) the source to every planned frame; timings appended."""
+                 runner: GeneratorRunner, timings: StageTimings, warp: WarpConfig | None = None,
+                 light: LightConfig | None = LightConfig()) -> ReenactedClip:
+    """Warp (analytic) and refine (trained) the source to every planned frame, both relit with ``light`` (None:
+    not relit) as the Animator relights; timings (warp, refiner) appended."""
     transform = crop_transform(clip.points[plan.source], crop_px)
     source_points = transform.points_to_crop(clip.points[plan.source])
     warper = Warper(source_points, crop_px, warp or WarpConfig())
     source_crop = None
+    relight: Relight | None = None
     out: dict[int, ReenactedFrame] = {}
     for i in sorted(set(plan.picks.tolist()) | set(plan.run.tolist())):
         if i not in frames or plan.source not in frames:
@@ -143,12 +148,15 @@ def reenact_clip(clip: ClipLandmarks, frames: dict[int, np.ndarray], plan: ClipP
         if source_crop is None:
             source_crop = smp.source
             runner.prepare(source_crop)
+            relight = Relight(light, source_crop, source_points)
         trained = runner.refine(smp.analytic, smp.driven_points)
         t2 = time.perf_counter()
         timings.warp_ms.append((t1 - t0) * 1e3)
         timings.generator_ms.append((t2 - t1) * 1e3)
-        out[i] = ReenactedFrame(smp.target, ByMode(smp.analytic, trained), smp.valid.astype(np.float64) / 255,
-                                smp.driven_points)
+        assert relight is not None  # set with the first frame
+        relit = relight.frame(warper, smp.driven_points)
+        out[i] = ReenactedFrame(smp.target, ByMode(relit(smp.analytic), relit(trained)),
+                                smp.valid.astype(np.float64) / 255, smp.driven_points)
     return ReenactedClip(out, source_crop, source_points)
 
 
@@ -231,7 +239,8 @@ def run_self_reenactment(clips: list[ClipLandmarks], data_dir: Path, cfg: EvalCo
         if plan is None:
             continue
         frames = read_frames(data_dir / clip.row.file, plan.wanted)
-        reenacted = reenact_clip(clip, frames, plan, cfg.crop_px, runner, timings, WarpConfig(lid_slide=cfg.lid_slide))
+        reenacted = reenact_clip(clip, frames, plan, cfg.crop_px, runner, timings, WarpConfig(lid_slide=cfg.lid_slide),
+                                 cfg.light)
         rows, candidates = measure_clip(reenacted, plan, judges, cfg.csim_every, rng)
         if candidates:  # the widest-opening frame of each clip, so one clip cannot fill the grid
             showcase.append(max(candidates, key=lambda c: c.score))
