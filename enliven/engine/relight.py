@@ -210,8 +210,18 @@ class Relighter:
         return cv2.resize(r, (size, size), interpolation=cv2.INTER_LINEAR)
 
     def apply(self, frame: np.ndarray, flow: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
-        """``frame`` (S, S, 3) uint8 with its brightness scaled by ``ratio``; the frame itself when it is 1."""
+        """``frame`` (S, S, 3) uint8 with its brightness scaled by ``ratio`` (rounded); the frame itself when it is 1.
+
+        Only the box where the ratio differs from 1 is multiplied (the face: a third of the crop or less).
+        """
         r = self.ratio(flow, driven_points)
         if r is None:
             return frame
-        return np.clip(frame * r[..., None] + 0.5, 0, 255).astype(np.uint8)
+        rows, cols = np.flatnonzero((r != 1.0).any(1)), np.flatnonzero((r != 1.0).any(0))
+        if not len(rows):
+            return frame
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        out = frame.copy()
+        box = r[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] = cv2.multiply(frame[y0:y1, x0:x1], cv2.merge([box, box, box]), dtype=cv2.CV_8U)
+        return out
