@@ -27,7 +27,7 @@ class EvalConfig:
     precision: Precision = "fp32"  # of the exported decoder: fp32, fp16 or int8 (onnxruntime only)
     grids_dir: str = ""  # where grids of val people go (outside the repo); default <cache_dir>/eval
     seed: int = 0  # of the one random generator that picks grid rows, pairs and public clips
-    lid_slide: bool = True  # the warp with sliding lids (the default, version 5); False: version 4
+    lid_slide: bool = True  # the warp with sliding lids (the default, version 6); False: version 4
     relight: bool = True  # the shading that turns with the head (engine.relight), as the Animator runs it
 
     @property
