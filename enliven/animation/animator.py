@@ -21,7 +21,7 @@ from ..engine.contract import contract_for
 from ..engine.errors import ShapeError
 from ..engine.landmarks import LandmarkSmoother, LandmarkTracker, PhotoFace, SmoothingConfig, detect_photo_face
 from ..engine.motion import (DriverReference, EyesMode, FaceState, Motion, MotionGains, MotionLimits, TransferMode,
-                             gaze_reliability, measure_motion, retarget)
+                             fit_pose, gaze_reliability, measure_motion, retarget)
 from ..engine.patches import PatchRunner
 from ..engine.procedural import blink
 from ..engine.refine import GeneratorRunner
@@ -235,7 +235,8 @@ class Animator:
         driven = retarget(self.source.state, self._motion, self.config.mode, self.config.gains,
                           limits=self.config.limits, eye_offsets=self._eye_offsets(t))
         t1 = time.perf_counter()
-        flow = self._warper.flow(driven)  # the Warper's buffer: valid until its next flow, after the relight
+        pose = fit_pose(driven, self.canonical)  # the driven head's pose, for the warp and the relight
+        flow = self._warper.flow(driven, pose)  # the Warper's buffer: valid until its next flow, after the relight
         out = remap_source(self.source.crop, flow)
         fill_mouth_gap(out, driven, self._warper.mouth(driven), self.source.lip_color)
         t2 = time.perf_counter()
@@ -247,7 +248,7 @@ class Animator:
                                        self._refiner.chroma if self._refiner is not None else None)
         t3 = time.perf_counter()
         if self._relighter is not None:
-            out = self._relighter.apply(out, flow, driven)
+            out = self._relighter.apply(out, flow, driven, pose)
         t_relit = time.perf_counter()
         if self._paste is not None:
             out = self._paste(out)

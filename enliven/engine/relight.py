@@ -5,7 +5,7 @@ darkness it had in the photo. Under a Lambertian model with first-order lighting
 albedo x (a + b . n), n the surface normal in the camera frame. ``fit_light`` fits a and b once per photo on
 its skin, and each output pixel p is scaled by the change of that shading as the head turns:
 
-    ratio(p) = 1 + k . (R n(q) - n(q)),   k = strength * b / a,
+    ratio(p) = 1 + k . (R n(q) - n(q)),   k = strength * b / (the skin's mean brightness),
 
 q the photo pixel the warp's map takes p from, n(q) the photo's normal there (rasterised once from the
 landmarks' mesh), R the driven head's rotation relative to the photo's. One scalar per pixel for the three
@@ -25,7 +25,7 @@ import numpy as np
 
 from . import topology as topo
 from .canonical import load_canonical
-from .motion import fit_pose
+from .motion import Pose, fit_pose
 
 FIELD_SCALE = 2  # the photo's normal field is rasterised at S / FIELD_SCALE (it is smooth)
 
@@ -189,15 +189,16 @@ class Relighter:
         """Whether the photo gave a usable light (otherwise ``apply`` returns its input unchanged)."""
         return bool(np.any(self.k))
 
-    def ratio(self, flow: np.ndarray, driven_points: np.ndarray) -> np.ndarray | None:
+    def ratio(self, flow: np.ndarray, driven_points: np.ndarray, pose: Pose | None = None) -> np.ndarray | None:
         """(S, S) float32 brightness ratio of the driven frame; None where it is 1 everywhere.
 
         Args: flow (S, S, 2) float32, the warp's map (output pixel -> photo pixel, ``Warper.flow``);
-        driven_points (478, 3) crop pixels.
+        driven_points (478, 3) crop pixels; pose: their head pose when the caller has fitted it already.
         """
         if not self.active:
             return None
-        rel = fit_pose(driven_points, self._canonical).rotation @ self._source_rotation.T
+        pose = fit_pose(driven_points, self._canonical) if pose is None else pose
+        rel = pose.rotation @ self._source_rotation.T
         k = (rel - np.eye(3)).T @ self.k  # k . (R n - n) = ((R - I)^T k) . n
         if not np.any(np.abs(k) > 1e-9):
             return None
@@ -209,15 +210,17 @@ class Relighter:
         r = np.clip(1.0 + n @ k.astype(np.float32), lo, hi).astype(np.float32)
         return cv2.resize(r, (size, size), interpolation=cv2.INTER_LINEAR)
 
-    def apply(self, frame: np.ndarray, flow: np.ndarray, driven_points: np.ndarray) -> np.ndarray:
+    def apply(self, frame: np.ndarray, flow: np.ndarray, driven_points: np.ndarray,
+              pose: Pose | None = None) -> np.ndarray:
         """``frame`` (S, S, 3) uint8 with its brightness scaled by ``ratio`` (rounded); the frame itself when it is 1.
 
         Only the box where the ratio differs from 1 is multiplied (the face: a third of the crop or less).
         """
-        r = self.ratio(flow, driven_points)
+        r = self.ratio(flow, driven_points, pose)
         if r is None:
             return frame
-        rows, cols = np.flatnonzero((r != 1.0).any(1)), np.flatnonzero((r != 1.0).any(0))
+        changed = r != 1.0
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
         if not len(rows):
             return frame
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1

@@ -355,15 +355,16 @@ class Warper:
                 out.append(np.stack([lid[:, 0], brow_y + f * (lid[:, 1] - brow_y)], 1))
         return np.concatenate(out)
 
-    def flow(self, driven_points: np.ndarray) -> np.ndarray:
+    def flow(self, driven_points: np.ndarray, pose: Pose | None = None) -> np.ndarray:
         """The remap table (size, size, 2) float32: output pixel -> source pixel (x, y).
 
         Written into a buffer this Warper owns (valid until the next call), so no large array is
         allocated per frame: the coarse grid's kernel matrix, the upsampled grid and the map are reused.
+        ``pose``: the driven head's pose when the caller has fitted it already.
         """
         if driven_points.shape != (topo.NUM_LANDMARKS, 3):
             raise ShapeError(f"expected driven points (478, 3); got {driven_points.shape}")
-        pose = fit_pose(driven_points, self._canonical)  # the driven head's pose, shared by the two below
+        pose = fit_pose(driven_points, self._canonical) if pose is None else pose  # shared by the two below
         dst, src = self.control_points(driven_points, pose)
         release = self.release(driven_points, len(dst), pose)
         self._release_border(dst, release)
