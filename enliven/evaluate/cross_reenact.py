@@ -193,6 +193,7 @@ def public_grid(clips: list[ClipLandmarks], size_px: int, runner: GeneratorRunne
     with Animator(AnimatorConfig(crop_size_px=size_px, output="crop", engine="analytic", relight=None)) as anim:
         source = anim.prepare(builtin_photo())
         runner.prepare(source.crop)
+        relight = Relight(light, source.crop, source.points)
         for clip in [clips[int(j)] for j in rng.choice(len(clips), min(PUBLIC_GRID_CLIPS, len(clips)), replace=False)]:
             anim.prepare(builtin_photo())
             found = np.flatnonzero(clip.found)
@@ -205,7 +206,7 @@ def public_grid(clips: list[ClipLandmarks], size_px: int, runner: GeneratorRunne
             driven = anim.last.driven_points
             assert driven is not None  # every step sets them
             trained = runner.refine(out, driven)
-            relit = Relight(light, source.crop, source.points).frame(anim.warper, driven)
+            relit = relight.frame(anim.warper, driven)
             drv = clip.points[best]
             drawing = draw_landmarks(crop_transform(drv, size_px).points_to_crop(drv), size_px)
             rows.append(np.concatenate([source.crop, drawing, relit(out), relit(trained)], axis=1))
