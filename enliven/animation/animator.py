@@ -60,7 +60,7 @@ class AnimatorConfig:
     # "auto": the shipped one where it applies (trained engine with the shipped face refiner), else off;
     # "shipped", a weights file, or None (off). ``eye_patch`` is what it resolves to.
     mouth_patch_weights: str | None = None  # mouth patch refiner weights, the same way: refines opening mouths
-    relight: LightConfig | None = LightConfig()  # the photo's light re-applied as the head turns (relight.py); None: off
+    relight: LightConfig | None = LightConfig()  # the photo's light re-applied as the head turns (relight.py): None off
 
     def __post_init__(self) -> None:
         if self.crop_size_px not in ENGINE_CROP_SIZES_PX:

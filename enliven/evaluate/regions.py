@@ -247,7 +247,8 @@ def region_samples(clips: list, data_dir: Path, crop_px: int, runner: GeneratorR
 
 def region_eval(clips: list, data_dir: Path, crop_px: int, runner: GeneratorRunner | None,
                 warp: WarpConfig | None = None, per_clip: int = 6, progress: bool = True,
-                patches: PatchRunner | None = None, light: LightConfig | None = LightConfig()) -> dict[str, dict[str, float]]:
+                patches: PatchRunner | None = None,
+                light: LightConfig | None = LightConfig()) -> dict[str, dict[str, float]]:
     """Eye L1 on blink frames and mouth L1 on open-mouth frames, self-reenactment of each clip.
 
     Args: clips: ``train.cache.ClipLandmarks`` of the split to judge; data_dir: where their videos are;
